@@ -1,0 +1,315 @@
+// Package config turns the command line, the environment and an optional
+// config file into the daemon's settings. The original image's variables
+// (PULSEAUDIO_COOKIE, POD_IP, CONTAINER_IP_ADDR, PULSE_SERVER,
+// ABCDESKTOP_RUN_DIR, ABCDESKTOP_LOG_DIR) keep working under their own
+// names: they only change defaults, so an explicit flag always wins.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+)
+
+// EnvPrefix is the prefix under which every flag can also be given, e.g.
+// PULSE_SIDECAR_SPEAKER_ADDR for --speaker-addr.
+const EnvPrefix = "PULSE_SIDECAR"
+
+// Config is everything the daemon's actors need; main fills it and hands out
+// the parts each actor needs.
+type Config struct {
+	SpeakerAddr    string
+	MicrophoneAddr string
+	OpsAddr        string
+	SpeakerFIFO    string
+	MicrophoneFIFO string
+	PulseSocket    string
+	PulseTCPAddr   string
+	RunDir         string
+	LogDir         string
+	PulseAudio     string
+	FFmpeg         string
+	EncoderLinger  time.Duration
+	MicFormat      string
+	MicRate        int
+	MicChannels    int
+	AllowedOrigins []string
+	LogFormat      string
+	LogLevel       slog.Level
+	StopTimeout    time.Duration
+	PingInterval   time.Duration
+	QueueBytes     int
+	SlowClose      time.Duration
+	Pprof          bool
+
+	// Cookie is the 32-hex-digit PULSEAUDIO_COOKIE, empty when unset. It is
+	// deliberately not a flag: a flag would show up in /proc/PID/cmdline.
+	Cookie string
+}
+
+// Parse reads args (without the program name) and the process environment
+// into a Config. The returned error is one line naming the flag at fault;
+// flag.ErrHelp is returned as is after usage was written to out.
+func Parse(name string, args []string, out io.Writer) (Config, error) {
+	env := os.LookupEnv
+	var c Config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	d := defaults(env)
+
+	var origins, logLevel string
+	fs.StringVar(&c.SpeakerAddr, "speaker-addr", d.speakerAddr, "speaker websocket listen address (default from CONTAINER_IP_ADDR or POD_IP)")
+	fs.StringVar(&c.MicrophoneAddr, "microphone-addr", d.micAddr, "microphone websocket listen address (default from CONTAINER_IP_ADDR or POD_IP)")
+	fs.StringVar(&c.OpsAddr, "ops-addr", ":29780", "ops HTTP address: /healthz /readyz /metrics")
+	fs.StringVar(&c.SpeakerFIFO, "speaker-fifo", "/container/speaker", "FIFO the encoder writes MPEG-TS into and the speaker relay reads")
+	fs.StringVar(&c.MicrophoneFIFO, "microphone-fifo", "/container/microphone", "FIFO the microphone relay writes and PulseAudio's pipe source reads")
+	fs.StringVar(&c.PulseSocket, "pulse-socket", d.pulseSocket, "PulseAudio native unix socket (default from PULSE_SERVER)")
+	fs.StringVar(&c.PulseTCPAddr, "pulse-tcp-addr", d.pulseTCP, "PulseAudio TCP listen address, cookie-authenticated; empty disables (default CONTAINER_IP_ADDR:4713 when PULSEAUDIO_COOKIE is set)")
+	fs.StringVar(&c.RunDir, "run-dir", d.runDir, "writable state: PulseAudio's HOME, rendered config, cookie (default from ABCDESKTOP_RUN_DIR)")
+	fs.StringVar(&c.LogDir, "log-dir", d.logDir, "directory for pulse-sidecar.log besides stderr; empty: stderr only (default from ABCDESKTOP_LOG_DIR)")
+	fs.StringVar(&c.PulseAudio, "pulseaudio", "/usr/bin/pulseaudio", "pulseaudio binary")
+	fs.StringVar(&c.FFmpeg, "ffmpeg", "/usr/bin/ffmpeg", "ffmpeg binary")
+	fs.DurationVar(&c.EncoderLinger, "encoder-linger", 10*time.Second, "how long the encoder keeps running after the last speaker listener left")
+	fs.StringVar(&c.MicFormat, "mic-format", "float32le", "microphone pipe source sample format: float32le or s16le")
+	fs.IntVar(&c.MicRate, "mic-rate", 44100, "microphone pipe source sample rate in Hz")
+	fs.IntVar(&c.MicChannels, "mic-channels", 1, "microphone pipe source channels")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin values accepted on both websockets; empty: any")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.StopTimeout, "stop-timeout", 5*time.Second, "after SIGTERM, exit within this long whatever the children do")
+	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "websocket ping interval (proxies drop sockets silent for 60 s)")
+	fs.IntVar(&c.QueueBytes, "queue-bytes", 64<<10, "per-listener speaker queue bound in bytes; a listener past it skips to live audio")
+	fs.DurationVar(&c.SlowClose, "slow-close", 10*time.Second, "close a speaker listener that stays behind this long")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof on the ops address")
+	fs.String("config", "", "config file: one 'flag value' per line")
+
+	fs.Usage = func() { usage(fs, out) }
+
+	err := ff.Parse(fs, args,
+		ff.WithEnvVarPrefix(EnvPrefix),
+		ff.WithEnvVarSplit(""),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ff.PlainParser),
+		ff.WithAllowMissingConfigFile(false),
+	)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, oneLine(err)
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.Cookie = d.cookie
+	c.AllowedOrigins = splitList(origins)
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	}
+	return c, c.validate()
+}
+
+type defaultValues struct {
+	speakerAddr, micAddr, pulseSocket, pulseTCP, runDir, logDir, cookie string
+}
+
+func defaults(env func(string) (string, bool)) defaultValues {
+	get := func(k string) string { v, _ := env(k); return strings.TrimSpace(v) }
+	host := get("CONTAINER_IP_ADDR")
+	if host == "" {
+		host = get("POD_IP")
+	}
+	bind := host
+	if bind == "" {
+		bind = "0.0.0.0"
+	}
+	d := defaultValues{
+		speakerAddr: net.JoinHostPort(bind, "29788"),
+		micAddr:     net.JoinHostPort(bind, "29789"),
+		pulseSocket: "/tmp/.pulse.sock",
+		runDir:      "/var/run/desktop",
+		logDir:      "/var/log/desktop",
+		cookie:      get("PULSEAUDIO_COOKIE"),
+	}
+	if s := get("PULSE_SERVER"); s != "" {
+		d.pulseSocket = strings.TrimPrefix(s, "unix:")
+	}
+	if v, ok := env("ABCDESKTOP_RUN_DIR"); ok && v != "" {
+		d.runDir = v
+	}
+	if v, ok := env("ABCDESKTOP_LOG_DIR"); ok {
+		d.logDir = v
+	}
+	if d.cookie != "" {
+		d.pulseTCP = net.JoinHostPort(bind, "4713")
+	}
+	return d
+}
+
+func (c *Config) validate() error {
+	for _, a := range []struct{ flag, v string }{
+		{"speaker-addr", c.SpeakerAddr}, {"microphone-addr", c.MicrophoneAddr}, {"ops-addr", c.OpsAddr},
+	} {
+		if err := checkAddr(a.v); err != nil {
+			return fmt.Errorf("--%s %q: %v", a.flag, a.v, err)
+		}
+	}
+	if c.PulseTCPAddr != "" {
+		if err := checkAddr(c.PulseTCPAddr); err != nil {
+			return fmt.Errorf("--pulse-tcp-addr %q: %v", c.PulseTCPAddr, err)
+		}
+		if c.Cookie == "" {
+			return errors.New("--pulse-tcp-addr needs PULSEAUDIO_COOKIE: PulseAudio over TCP without a cookie would accept anyone")
+		}
+	}
+	for _, p := range []struct{ flag, v string }{
+		{"speaker-fifo", c.SpeakerFIFO}, {"microphone-fifo", c.MicrophoneFIFO}, {"pulse-socket", c.PulseSocket},
+		{"run-dir", c.RunDir}, {"pulseaudio", c.PulseAudio}, {"ffmpeg", c.FFmpeg},
+	} {
+		if err := checkPath(p.v); err != nil {
+			return fmt.Errorf("--%s %q: %v", p.flag, p.v, err)
+		}
+	}
+	if c.LogDir != "" {
+		if err := checkPath(c.LogDir); err != nil {
+			return fmt.Errorf("--log-dir %q: %v", c.LogDir, err)
+		}
+	}
+	// sun_path holds 108 bytes including the terminating NUL.
+	if len(c.PulseSocket) > 107 {
+		return fmt.Errorf("--pulse-socket %q: longer than the 107 bytes a unix socket path can have", c.PulseSocket)
+	}
+	switch c.MicFormat {
+	case "float32le", "s16le":
+	default:
+		return fmt.Errorf("--mic-format %q: want float32le or s16le", c.MicFormat)
+	}
+	if c.MicRate < 8000 || c.MicRate > 192000 {
+		return fmt.Errorf("--mic-rate %d: want 8000..192000", c.MicRate)
+	}
+	if c.MicChannels < 1 || c.MicChannels > 8 {
+		return fmt.Errorf("--mic-channels %d: want 1..8", c.MicChannels)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+		min  time.Duration
+	}{
+		{"encoder-linger", c.EncoderLinger, 0}, {"stop-timeout", c.StopTimeout, 100 * time.Millisecond},
+		{"ping-interval", c.PingInterval, 100 * time.Millisecond}, {"slow-close", c.SlowClose, 100 * time.Millisecond},
+	} {
+		if d.v < d.min {
+			return fmt.Errorf("--%s %s: must be at least %s", d.flag, d.v, d.min)
+		}
+	}
+	if c.QueueBytes < 4096 {
+		return fmt.Errorf("--queue-bytes %d: must be at least 4096", c.QueueBytes)
+	}
+	for _, o := range c.AllowedOrigins {
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("--allowed-origins: %q is not an origin like https://desktop.example", o)
+		}
+	}
+	if c.Cookie != "" && !isHex32(c.Cookie) {
+		// The value is a secret: name the variable, never echo it.
+		return errors.New("PULSEAUDIO_COOKIE: want exactly 32 hexadecimal digits")
+	}
+	return nil
+}
+
+func checkAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return errors.New("host must be an IP address, localhost or empty")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be 0..65535")
+	}
+	return nil
+}
+
+func checkPath(p string) error {
+	if p == "" {
+		return errors.New("must not be empty")
+	}
+	if !filepath.IsAbs(p) {
+		return errors.New("must be an absolute path")
+	}
+	// PulseAudio module arguments are space-separated; keep paths to what
+	// can be passed without quoting.
+	if strings.ContainsAny(p, " \t\n\"'\\=") {
+		return errors.New("must not contain spaces, quotes, backslashes or '='")
+	}
+	return nil
+}
+
+func isHex32(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// oneLine turns ff's and flag's errors into one line naming the flag.
+func oneLine(err error) error {
+	return errors.New(strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; "))
+}
+
+func usage(fs *flag.FlagSet, out io.Writer) {
+	fmt.Fprintf(out, "Usage: %s [run|healthcheck|version] [flags]\n\n", fs.Name())
+	fmt.Fprintf(out, "Every flag can also be set in the environment as %s_<FLAG> (dashes become\n", EnvPrefix)
+	fmt.Fprintf(out, "underscores, upper case) or in a --config file; flags win over the environment.\n\nFlags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		env := EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		def := ""
+		if f.DefValue != "" {
+			def = fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(out, "  --%s\n      %s%s\n      env %s\n", f.Name, f.Usage, def, env)
+	})
+	fmt.Fprint(out, `
+Variables of the original image, read under their own names:
+  PULSEAUDIO_COOKIE   32 hex digits; PulseAudio's cookie (never logged), enables TCP
+  CONTAINER_IP_ADDR   address the websockets and PulseAudio TCP listen on (else POD_IP)
+  POD_IP              see CONTAINER_IP_ADDR
+  PULSE_SERVER        default for --pulse-socket, with or without a unix: prefix
+  ABCDESKTOP_RUN_DIR  default for --run-dir
+  ABCDESKTOP_LOG_DIR  default for --log-dir
+`)
+}

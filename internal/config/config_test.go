@@ -1,0 +1,163 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// clearEnv removes every variable Parse reads, so the machine's environment
+// cannot leak into a case.
+func clearEnv(t *testing.T) {
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, EnvPrefix+"_"), k == "PULSEAUDIO_COOKIE", k == "POD_IP", k == "CONTAINER_IP_ADDR",
+			k == "PULSE_SERVER", k == "ABCDESKTOP_RUN_DIR", k == "ABCDESKTOP_LOG_DIR":
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	clearEnv(t)
+	c, err := Parse("pulse-sidecar", nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		SpeakerAddr: "0.0.0.0:29788", MicrophoneAddr: "0.0.0.0:29789", OpsAddr: ":29780",
+		SpeakerFIFO: "/container/speaker", MicrophoneFIFO: "/container/microphone", PulseSocket: "/tmp/.pulse.sock",
+		RunDir: "/var/run/desktop", LogDir: "/var/log/desktop", MicFormat: "float32le", MicRate: 44100, MicChannels: 1,
+		StopTimeout: 5 * time.Second,
+	}
+	if c.SpeakerAddr != want.SpeakerAddr || c.MicrophoneAddr != want.MicrophoneAddr || c.OpsAddr != want.OpsAddr ||
+		c.SpeakerFIFO != want.SpeakerFIFO || c.MicrophoneFIFO != want.MicrophoneFIFO || c.PulseSocket != want.PulseSocket ||
+		c.RunDir != want.RunDir || c.LogDir != want.LogDir || c.MicFormat != want.MicFormat || c.MicRate != want.MicRate ||
+		c.MicChannels != want.MicChannels || c.StopTimeout != want.StopTimeout || c.PulseTCPAddr != "" {
+		t.Errorf("defaults: got %+v", c)
+	}
+}
+
+func TestOriginalVariables(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("POD_IP", "10.1.2.3")
+	t.Setenv("CONTAINER_IP_ADDR", "10.9.9.9")
+	t.Setenv("PULSEAUDIO_COOKIE", "0123456789abcdef0123456789ABCDEF")
+	t.Setenv("PULSE_SERVER", "unix:/tmp/x.sock")
+	t.Setenv("ABCDESKTOP_RUN_DIR", "/run/d")
+	t.Setenv("ABCDESKTOP_LOG_DIR", "/log/d")
+	c, err := Parse("pulse-sidecar", nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got, want := range map[string]string{
+		c.SpeakerAddr: "10.9.9.9:29788", c.MicrophoneAddr: "10.9.9.9:29789", c.PulseTCPAddr: "10.9.9.9:4713",
+		c.PulseSocket: "/tmp/x.sock", c.RunDir: "/run/d", c.LogDir: "/log/d", c.Cookie: "0123456789abcdef0123456789ABCDEF",
+	} {
+		if got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	t.Setenv("CONTAINER_IP_ADDR", "")
+	t.Setenv("PULSE_SERVER", "/tmp/y.sock")
+	c, err = Parse("pulse-sidecar", nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SpeakerAddr != "10.1.2.3:29788" || c.PulseSocket != "/tmp/y.sock" {
+		t.Errorf("POD_IP fallback / bare PULSE_SERVER: %q %q", c.SpeakerAddr, c.PulseSocket)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	clearEnv(t)
+	cfgFile := filepath.Join(t.TempDir(), "conf")
+	os.WriteFile(cfgFile, []byte("mic-rate 48000\nencoder-linger 3s\nlog-format json\n"), 0o600)
+	t.Setenv("PULSE_SIDECAR_MIC_RATE", "22050")
+	t.Setenv("CONTAINER_IP_ADDR", "10.0.0.1")
+	c, err := Parse("pulse-sidecar", []string{"--config", cfgFile, "--speaker-addr", "127.0.0.1:1"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MicRate != 22050 {
+		t.Errorf("env must beat config file: mic rate %d", c.MicRate)
+	}
+	if c.EncoderLinger != 3*time.Second || c.LogFormat != "json" {
+		t.Errorf("config file ignored: %v %q", c.EncoderLinger, c.LogFormat)
+	}
+	if c.SpeakerAddr != "127.0.0.1:1" {
+		t.Errorf("flag must beat CONTAINER_IP_ADDR: %q", c.SpeakerAddr)
+	}
+}
+
+func TestInvalidValuesNameTheFlag(t *testing.T) {
+	clearEnv(t)
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--mic-format", "u8"}, nil, "--mic-format"},
+		{[]string{"--mic-rate", "5"}, nil, "--mic-rate"},
+		{[]string{"--mic-channels", "0"}, nil, "--mic-channels"},
+		{[]string{"--speaker-addr", "nonsense"}, nil, "--speaker-addr"},
+		{[]string{"--ops-addr", "host.example:80"}, nil, "--ops-addr"},
+		{[]string{"--speaker-fifo", "relative"}, nil, "--speaker-fifo"},
+		{[]string{"--pulse-socket", "/tmp/with space"}, nil, "--pulse-socket"},
+		{[]string{"--log-format", "xml"}, nil, "--log-format"},
+		{[]string{"--log-level", "loud"}, nil, "--log-level"},
+		{[]string{"--allowed-origins", "nope"}, nil, "--allowed-origins"},
+		{[]string{"--pulse-tcp-addr", "127.0.0.1:4713"}, nil, "PULSEAUDIO_COOKIE"},
+		{[]string{"--encoder-linger", "soon"}, nil, "encoder-linger"},
+		{nil, map[string]string{"PULSEAUDIO_COOKIE": "secret-not-hex"}, "PULSEAUDIO_COOKIE"},
+		{nil, map[string]string{"PULSE_SIDECAR_MIC_CHANNELS": "many"}, "mic-channels"},
+		{[]string{"extra"}, nil, "unexpected argument"},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		_, err := Parse("pulse-sidecar", tc.args, &bytes.Buffer{})
+		for k := range tc.env {
+			os.Unsetenv(k)
+		}
+		if err == nil {
+			t.Errorf("%v %v: no error", tc.args, tc.env)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v %v: error %q should be one line naming %s", tc.args, tc.env, err, tc.want)
+		}
+		if strings.Contains(err.Error(), "secret-not-hex") {
+			t.Errorf("error echoes the cookie: %q", err)
+		}
+	}
+}
+
+func TestHelpListsEveryFlagAndVariable(t *testing.T) {
+	clearEnv(t)
+	var out bytes.Buffer
+	_, err := Parse("pulse-sidecar", []string{"--help"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, f := range []string{"speaker-addr", "microphone-addr", "ops-addr", "speaker-fifo", "microphone-fifo",
+		"pulse-socket", "pulse-tcp-addr", "run-dir", "log-dir", "pulseaudio", "ffmpeg", "encoder-linger",
+		"mic-format", "mic-rate", "mic-channels", "allowed-origins", "log-format", "log-level", "stop-timeout"} {
+		env := "PULSE_SIDECAR_" + strings.ToUpper(strings.ReplaceAll(f, "-", "_"))
+		if !strings.Contains(out.String(), "--"+f+"\n") || !strings.Contains(out.String(), env) {
+			t.Errorf("--help lacks --%s or %s", f, env)
+		}
+	}
+	for _, v := range []string{"PULSEAUDIO_COOKIE", "POD_IP", "CONTAINER_IP_ADDR", "PULSE_SERVER", "ABCDESKTOP_RUN_DIR", "ABCDESKTOP_LOG_DIR"} {
+		if !strings.Contains(out.String(), v) {
+			t.Errorf("--help lacks %s", v)
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package debian
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// LockVersion is bumped whenever the lock's meaning changes, so an old imagectl
+// refuses a lock it would misread instead of building something else.
+const LockVersion = 1
+
+// Lock pins the whole package closure. It is the only input that names
+// package versions; everything downstream (imagectl build, the Nix and Bazel
+// front ends) reads it and nothing else.
+type Lock struct {
+	Version       int      `json:"version"`
+	Distribution  string   `json:"distribution"` // "debian-12"
+	Architectures []string `json:"architectures"`
+	// Requested lists the package names the closure was computed from, so a
+	// reader can tell roots from dependencies.
+	Requested []string        `json:"requested"`
+	Suites    []LockSuite     `json:"suites"`
+	Packages  []LockedPackage `json:"packages"`
+}
+
+// LockSuite records which signed Release a part of the closure came from.
+type LockSuite struct {
+	Archive string `json:"archive"` // "debian" or "debian-security": the archive's path on a mirror
+	Suite   string `json:"suite"`   // "bookworm", "bookworm-updates", "bookworm-security"
+	// Date is the Release file's Date field (RFC 3339, UTC).
+	Date string `json:"date"`
+	// Snapshot is the snapshot.debian.org timestamp (YYYYMMDDTHHMMSSZ) at which
+	// the locked versions are known to be in the archive; the fallback URL is
+	// <snapshot base>/archive/<Archive>/<Snapshot>/<Filename>.
+	Snapshot string `json:"snapshot"`
+}
+
+// LockedPackage is one .deb, pinned by content.
+type LockedPackage struct {
+	Name         string `json:"name"`
+	Version      string `json:"version"`
+	Architecture string `json:"architecture"` // "amd64", "arm64" or "all"
+	// ForArch is the image architecture this entry belongs to (an "all" package
+	// appears once per image architecture that needs it).
+	ForArch       string `json:"for_arch"`
+	Archive       string `json:"archive"`
+	Suite         string `json:"suite"`
+	Filename      string `json:"filename"` // pool path, "pool/main/..."
+	Size          int64  `json:"size"`
+	SHA256        string `json:"sha256"`
+	Source        string `json:"source,omitempty"`
+	SourceVersion string `json:"source_version,omitempty"`
+}
+
+// Sort puts packages into the canonical order, so a lock update is a readable diff.
+func (l *Lock) Sort() {
+	sort.Strings(l.Architectures)
+	sort.Strings(l.Requested)
+	sort.Slice(l.Suites, func(i, j int) bool {
+		a, b := l.Suites[i], l.Suites[j]
+		if a.Archive != b.Archive {
+			return a.Archive < b.Archive
+		}
+		return a.Suite < b.Suite
+	})
+	sort.Slice(l.Packages, func(i, j int) bool {
+		a, b := l.Packages[i], l.Packages[j]
+		if a.ForArch != b.ForArch {
+			return a.ForArch < b.ForArch
+		}
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return a.Architecture < b.Architecture
+	})
+}
+
+// PackagesFor returns the entries of one image architecture, in lock order.
+func (l *Lock) PackagesFor(arch string) []LockedPackage {
+	var out []LockedPackage
+	for _, p := range l.Packages {
+		if p.ForArch == arch {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Suite returns the suite record a package came from.
+func (l *Lock) Suite(archive, suite string) (LockSuite, bool) {
+	for _, s := range l.Suites {
+		if s.Archive == archive && s.Suite == suite {
+			return s, true
+		}
+	}
+	return LockSuite{}, false
+}
+
+// Validate checks what a reader relies on, naming the entry at fault.
+func (l *Lock) Validate() error {
+	if l.Version != LockVersion {
+		return fmt.Errorf("lock version %d, this imagectl reads version %d", l.Version, LockVersion)
+	}
+	if len(l.Architectures) == 0 {
+		return fmt.Errorf("lock names no architectures")
+	}
+	seen := map[string]bool{}
+	for i, p := range l.Packages {
+		id := fmt.Sprintf("package %d (%s %s %s)", i, p.Name, p.Version, p.ForArch)
+		switch {
+		case p.Name == "" || p.Version == "" || p.Architecture == "" || p.ForArch == "":
+			return fmt.Errorf("lock %s: name, version, architecture and for_arch are required", id)
+		case len(p.SHA256) != 64:
+			return fmt.Errorf("lock %s: sha256 %q is not 64 hex digits", id, p.SHA256)
+		case p.Size <= 0:
+			return fmt.Errorf("lock %s: size %d", id, p.Size)
+		case !validPoolPath(p.Filename):
+			return fmt.Errorf("lock %s: filename %q is not a pool path", id, p.Filename)
+		}
+		if _, ok := l.Suite(p.Archive, p.Suite); !ok {
+			return fmt.Errorf("lock %s: suite %s/%s is not listed in suites", id, p.Archive, p.Suite)
+		}
+		key := p.ForArch + "/" + p.Name
+		if seen[key] {
+			return fmt.Errorf("lock %s: listed twice for %s", id, p.ForArch)
+		}
+		seen[key] = true
+	}
+	return nil
+}
+
+func validPoolPath(p string) bool {
+	if len(p) < len("pool/") || p[:5] != "pool/" {
+		return false
+	}
+	clean := filepath.Clean(p)
+	return clean == p && !bytes.Contains([]byte(p), []byte(".."))
+}
+
+// Marshal renders the lock canonically: sorted, two-space indented, trailing newline.
+func (l *Lock) Marshal() ([]byte, error) {
+	c := *l
+	c.Packages = append([]LockedPackage(nil), l.Packages...)
+	c.Suites = append([]LockSuite(nil), l.Suites...)
+	c.Sort()
+	b, err := json.MarshalIndent(&c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// ReadLock reads and validates a lock file.
+func ReadLock(path string) (*Lock, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var l Lock
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := l.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &l, nil
+}
+
+// WriteLock writes the lock through a temp file and a rename, so a crash never
+// leaves a half-written lock behind.
+func WriteLock(path string, l *Lock) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	b, err := l.Marshal()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b, 0o644)
+}
+
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
