@@ -33,7 +33,7 @@ type LockSuite struct {
 	Suite   string `json:"suite"`   // "bookworm", "bookworm-updates", "bookworm-security"
 	// Date is the Release file's Date field (RFC 3339, UTC).
 	Date string `json:"date"`
-	// Snapshot is the snapshot.debian.org timestamp (YYYYMMDDTHHMMSSZ) at which
+	// Snapshot is the Debian snapshot archive timestamp (YYYYMMDDTHHMMSSZ) at which
 	// the locked versions are known to be in the archive; the fallback URL is
 	// <snapshot base>/archive/<Archive>/<Snapshot>/<Filename>.
 	Snapshot string `json:"snapshot"`

@@ -1,0 +1,184 @@
+package debian
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
+	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+)
+
+// Release is the parsed content of a (verified) Release file.
+type Release struct {
+	Suite         string
+	Codename      string
+	Date          time.Time
+	ValidUntil    time.Time // zero when the Release has no Valid-Until
+	Architectures []string
+	Components    []string
+	// AcquireByHash says index files are also served under
+	// by-hash/SHA256/<digest>, which avoids racing a mirror update.
+	AcquireByHash bool
+	// SHA256 maps an index path relative to dists/<suite>/ to its digest
+	// and size.
+	SHA256 map[string]IndexFile
+}
+
+// IndexFile is one line of the Release's SHA256 list.
+type IndexFile struct {
+	Path   string
+	SHA256 string
+	Size   int64
+}
+
+// releaseDateLayouts are the forms of Date and Valid-Until in real archives:
+// RFC 2822 with a "UTC" or numeric zone, sometimes with a single-digit day.
+var releaseDateLayouts = []string{
+	time.RFC1123,
+	time.RFC1123Z,
+	"Mon, 2 Jan 2006 15:04:05 MST",
+	"Mon, 2 Jan 2006 15:04:05 -0700",
+}
+
+func parseReleaseDate(s string) (time.Time, error) {
+	for _, layout := range releaseDateLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("unrecognised date %q", s)
+}
+
+// ParseRelease parses the text of a Release file. where names it in errors.
+func ParseRelease(where string, text []byte) (*Release, error) {
+	para, err := ParseControl(where, string(text))
+	if err != nil {
+		return nil, err
+	}
+	r := &Release{
+		Suite:         para.Value("Suite"),
+		Codename:      para.Value("Codename"),
+		Architectures: strings.Fields(para.Value("Architectures")),
+		Components:    strings.Fields(para.Value("Components")),
+		AcquireByHash: para.Value("Acquire-By-Hash") == "yes",
+		SHA256:        map[string]IndexFile{},
+	}
+	date, ok := para.Get("Date")
+	if !ok {
+		return nil, fmt.Errorf("%s: no Date field", where)
+	}
+	if r.Date, err = parseReleaseDate(date); err != nil {
+		return nil, fmt.Errorf("%s: Date: %w", where, err)
+	}
+	if v, ok := para.Get("Valid-Until"); ok {
+		if r.ValidUntil, err = parseReleaseDate(v); err != nil {
+			return nil, fmt.Errorf("%s: Valid-Until: %w", where, err)
+		}
+	}
+	sums, ok := para.Get("SHA256")
+	if !ok {
+		return nil, fmt.Errorf("%s: no SHA256 field", where)
+	}
+	for _, line := range strings.Split(sums, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 3 || len(f[0]) != 64 {
+			return nil, fmt.Errorf("%s: malformed SHA256 line %q", where, strings.TrimSpace(line))
+		}
+		size, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil || size < 0 {
+			return nil, fmt.Errorf("%s: bad size in SHA256 line %q", where, strings.TrimSpace(line))
+		}
+		r.SHA256[f[2]] = IndexFile{Path: f[2], SHA256: strings.ToLower(f[0]), Size: size}
+	}
+	return r, nil
+}
+
+// VerifyOptions controls what VerifyInRelease accepts.
+type VerifyOptions struct {
+	// Now is the time Valid-Until and key expiry are checked against.
+	Now time.Time
+	// AllowExpired accepts a Release past its Valid-Until, which every
+	// Release of an old snapshot is.
+	AllowExpired bool
+}
+
+// VerifyInRelease checks a clearsigned InRelease against keyring and parses
+// the signed text. Only the signed bytes are parsed: anything around the
+// signature block is ignored, since an attacker could put anything there.
+// suite names the suite in errors.
+//
+// Archive InRelease files carry several signatures (the current and next
+// release's keys); like apt, one good signature by a pinned key suffices and
+// signatures by unknown keys are ignored.
+func VerifyInRelease(suite string, inRelease []byte, keyring openpgp.KeyRing, opts VerifyOptions) (*Release, error) {
+	block, _ := clearsign.Decode(inRelease)
+	if block == nil {
+		return nil, fmt.Errorf("suite %s: InRelease is not a clearsigned message", suite)
+	}
+	sig, err := io.ReadAll(block.ArmoredSignature.Body)
+	if err != nil {
+		return nil, fmt.Errorf("suite %s: InRelease signature block: %w", suite, err)
+	}
+	now := opts.Now
+	if now.IsZero() {
+		return nil, fmt.Errorf("suite %s: verification needs a reference time", suite)
+	}
+	cfg := &packet.Config{Time: func() time.Time { return now }}
+	_, _, err = openpgp.VerifyDetachedSignature(keyring, bytes.NewReader(block.Bytes), bytes.NewReader(sig), cfg)
+	switch {
+	case errors.Is(err, pgperrors.ErrUnknownIssuer):
+		return nil, fmt.Errorf("suite %s: InRelease is not signed by a pinned key (signed by %s)", suite, strings.Join(signatureIssuers(sig), ", "))
+	case errors.Is(err, pgperrors.ErrKeyExpired) && opts.AllowExpired:
+		// An old snapshot may be signed by a key that has expired since;
+		// the signature itself was checked before expiry was.
+	case err != nil:
+		return nil, fmt.Errorf("suite %s: bad InRelease signature: %w", suite, err)
+	}
+	rel, err := ParseRelease("suite "+suite+" Release", block.Plaintext)
+	if err != nil {
+		return nil, err
+	}
+	if !rel.ValidUntil.IsZero() && now.After(rel.ValidUntil) && !opts.AllowExpired {
+		return nil, fmt.Errorf("suite %s: Release expired at %s (Valid-Until); refusing possibly stale metadata", suite, rel.ValidUntil.Format(time.RFC3339))
+	}
+	return rel, nil
+}
+
+// signatureIssuers lists the key IDs a signature block claims, for an error
+// message that tells the user which key to look for.
+func signatureIssuers(sig []byte) []string {
+	var ids []string
+	r := packet.NewReader(bytes.NewReader(sig))
+	for i := 0; i < 64; i++ {
+		p, err := r.Next()
+		if err != nil {
+			break
+		}
+		s, ok := p.(*packet.Signature)
+		if !ok {
+			continue
+		}
+		switch {
+		case s.IssuerFingerprint != nil:
+			ids = append(ids, fmt.Sprintf("%X", s.IssuerFingerprint))
+		case s.IssuerKeyId != nil:
+			ids = append(ids, fmt.Sprintf("%016X", *s.IssuerKeyId))
+		}
+	}
+	if len(ids) == 0 {
+		return []string{"no key"}
+	}
+	sort.Strings(ids)
+	return ids
+}

@@ -1,0 +1,164 @@
+package debian
+
+import (
+	"bytes"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debiantest"
+)
+
+var testDate = time.Date(2026, 11, 21, 0, 53, 2, 0, time.UTC)
+
+func testRelease(validUntil time.Time) []byte {
+	s := "Origin: Debian\nSuite: stable-security\nCodename: bookworm-security\n" +
+		"Date: " + testDate.Format(time.RFC1123) + "\n"
+	if !validUntil.IsZero() {
+		s += "Valid-Until: " + validUntil.Format(time.RFC1123) + "\n"
+	}
+	s += "Architectures: amd64 arm64\nComponents: updates/main updates/contrib\nSHA256:\n" +
+		" " + strings.Repeat("ab", 32) + "   123 main/binary-amd64/Packages.xz\n" +
+		" " + strings.Repeat("cd", 32) + " 45678 main/binary-amd64/Packages\n"
+	return []byte(s)
+}
+
+func TestVerifyInRelease(t *testing.T) {
+	key := debiantest.NewKey(t, "archive")
+	ring := openpgp.EntityList{key}
+	signed := debiantest.ClearSign(t, key, testRelease(testDate.Add(7*24*time.Hour)))
+	rel, err := VerifyInRelease("bookworm-security", signed, ring, VerifyOptions{Now: testDate.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Suite != "stable-security" || rel.Codename != "bookworm-security" || !rel.Date.Equal(testDate) {
+		t.Errorf("release: %+v", rel)
+	}
+	if !rel.ValidUntil.Equal(testDate.Add(7 * 24 * time.Hour)) {
+		t.Errorf("Valid-Until = %v", rel.ValidUntil)
+	}
+	if strings.Join(rel.Architectures, " ") != "amd64 arm64" || len(rel.Components) != 2 {
+		t.Errorf("lists: %v %v", rel.Architectures, rel.Components)
+	}
+	want := IndexFile{Path: "main/binary-amd64/Packages.xz", SHA256: strings.Repeat("ab", 32), Size: 123}
+	if rel.SHA256[want.Path] != want || rel.SHA256["main/binary-amd64/Packages"].Size != 45678 {
+		t.Errorf("SHA256 list: %v", rel.SHA256)
+	}
+}
+
+func TestVerifyInReleaseRefuses(t *testing.T) {
+	key := debiantest.NewKey(t, "archive")
+	other := debiantest.NewKey(t, "attacker")
+	ring := openpgp.EntityList{key}
+	now := testDate.Add(time.Hour)
+	good := debiantest.ClearSign(t, key, testRelease(testDate.Add(24*time.Hour)))
+	cases := map[string]struct {
+		data []byte
+		opts VerifyOptions
+		want string
+	}{
+		"unknown key": {
+			data: debiantest.ClearSign(t, other, testRelease(time.Time{})),
+			opts: VerifyOptions{Now: now},
+			want: "not signed by a pinned key",
+		},
+		"tampered text": {
+			data: bytes.Replace(good, []byte("Packages.xz"), []byte("Packages.gz"), 1),
+			opts: VerifyOptions{Now: now},
+			want: "bad InRelease signature",
+		},
+		"unsigned": {
+			data: testRelease(time.Time{}),
+			opts: VerifyOptions{Now: now},
+			want: "not a clearsigned message",
+		},
+		"expired": {
+			data: good,
+			opts: VerifyOptions{Now: testDate.Add(48 * time.Hour)},
+			want: "expired",
+		},
+	}
+	for name, c := range cases {
+		_, err := VerifyInRelease("bookworm-security", c.data, ring, c.opts)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "bookworm-security") {
+			t.Errorf("%s: error %q should say %q and name the suite", name, err, c.want)
+		}
+	}
+	// An old snapshot is past Valid-Until by design.
+	if _, err := VerifyInRelease("bookworm-security", good, ring, VerifyOptions{Now: testDate.Add(48 * time.Hour), AllowExpired: true}); err != nil {
+		t.Errorf("AllowExpired: %v", err)
+	}
+}
+
+// TestVerifyInReleaseTextOutsideSignature makes sure only signed bytes are
+// parsed: a field appended after the signature block must not appear.
+func TestVerifyInReleaseTextOutsideSignature(t *testing.T) {
+	key := debiantest.NewKey(t, "archive")
+	signed := debiantest.ClearSign(t, key, testRelease(time.Time{}))
+	signed = append(signed, []byte("\nSuite: evil\n")...)
+	rel, err := VerifyInRelease("s", signed, openpgp.EntityList{key}, VerifyOptions{Now: testDate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Suite != "stable-security" {
+		t.Errorf("suite %q leaked from outside the signature", rel.Suite)
+	}
+}
+
+func TestParseReleaseErrors(t *testing.T) {
+	for name, doc := range map[string]string{
+		"no date":      "Suite: a\nSHA256:\n",
+		"bad date":     "Suite: a\nDate: yesterday\nSHA256:\n",
+		"no sums":      "Suite: a\nDate: Sat, 21 Nov 2026 00:53:02 UTC\n",
+		"bad sum line": "Suite: a\nDate: Sat, 21 Nov 2026 00:53:02 UTC\nSHA256:\n abc 12 x\n",
+		"bad size":     "Suite: a\nDate: Sat, 21 Nov 2026 00:53:02 UTC\nSHA256:\n " + strings.Repeat("a", 64) + " -1 x\n",
+	} {
+		if _, err := ParseRelease("r", []byte(doc)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestPinnedKeys checks the committed keys load and are the Debian 12 ones
+// the README names.
+func TestPinnedKeys(t *testing.T) {
+	ring, err := LoadKeyring("../../image/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{
+		"B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8": false,
+		"05AB90340C0C5E797F44A8C8254CF3B5AEC0A8F0": false,
+	}
+	for _, e := range ring {
+		fp := strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint))
+		if _, ok := want[fp]; !ok {
+			t.Errorf("unexpected key %s", fp)
+		}
+		want[fp] = true
+	}
+	for fp, seen := range want {
+		if !seen {
+			t.Errorf("key %s missing", fp)
+		}
+	}
+}
+
+func TestLoadKeyringErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadKeyring(dir); err == nil {
+		t.Error("empty directory accepted")
+	}
+	os.WriteFile(filepath.Join(dir, "junk.asc"), []byte("not a key"), 0o644)
+	if _, err := LoadKeyring(dir); err == nil || !strings.Contains(err.Error(), "junk.asc") {
+		t.Errorf("junk key: %v", err)
+	}
+}
