@@ -1,0 +1,251 @@
+package pulse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
+)
+
+// Files the Daemon renders into RunDir.
+const (
+	scriptName = "default.pa"
+	confName   = "daemon.conf"
+)
+
+// Daemon keeps PulseAudio running with the rendered configuration.
+//
+// Running as root: PulseAudio 16.1 with -n and --system=no runs as root,
+// printing only a warning ("This program is not intended to be run as
+// root"), so tests running as root need no credential switch; the production
+// container runs it as 102:104 anyway.
+type Daemon struct {
+	Config
+	Binary string // default /usr/bin/pulseaudio
+	// Cookie is written to CookieFile before the first start; nil: a random
+	// one (RandomCookie), so the sockets never run without authentication.
+	// CookieFile is left in place on exit: other clients of PulseAudio (the
+	// encoder) may share it, so its lifetime is the caller's.
+	Cookie     []byte
+	Reaper     *supervise.Reaper
+	Log        *slog.Logger
+	Ready      func(bool)            // nil: ignored
+	Registerer prometheus.Registerer // nil: no metrics
+	Grace      time.Duration         // stop: TERM, then KILL after Grace (zero: 5s)
+	// StartTimeout bounds how long a start may take to answer the probe
+	// before it is restarted (zero: 15s).
+	StartTimeout time.Duration
+	// Backoff between restarts (zero: 100ms doubling up to 5s: PulseAudio
+	// starts in well under a second, and audio is down while it is away).
+	Backoff supervise.Backoff
+}
+
+// Run is an oklog/run actor body: it writes the configuration, keeps
+// PulseAudio running until ctx is cancelled, then stops it and removes the
+// FIFO, socket and state it created. Only bad configuration or an unwritable
+// RunDir is an error; a crashing PulseAudio is restarted.
+func (d *Daemon) Run(ctx context.Context) error {
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ready := d.Ready
+	if ready == nil {
+		ready = func(bool) {}
+	}
+	restarts := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_sidecar_pulseaudio_restarts_total",
+		Help: "Times PulseAudio exited unexpectedly and was restarted.",
+	})
+	if d.Registerer != nil {
+		if err := d.Registerer.Register(restarts); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return fmt.Errorf("pulse: metrics: %w", err)
+			}
+			restarts = are.ExistingCollector.(prometheus.Counter)
+		}
+	}
+
+	pa, conf, err := Render(d.Config)
+	if err != nil {
+		return err
+	}
+	cookie := d.Cookie
+	if cookie == nil {
+		cookie = RandomCookie()
+	}
+	if err := os.MkdirAll(d.RunDir, 0o700); err != nil {
+		return fmt.Errorf("pulse: run dir: %w", err)
+	}
+	script := filepath.Join(d.RunDir, scriptName)
+	confPath := filepath.Join(d.RunDir, confName)
+	defer d.cleanup(log)
+	if err := writeFile(script, pa, 0o644); err != nil {
+		return fmt.Errorf("pulse: %w", err)
+	}
+	if err := writeFile(confPath, conf, 0o644); err != nil {
+		return fmt.Errorf("pulse: %w", err)
+	}
+	if err := WriteCookie(d.CookieFile, cookie); err != nil {
+		return fmt.Errorf("pulse: %w", err)
+	}
+
+	binary := d.Binary
+	if binary == "" {
+		binary = "/usr/bin/pulseaudio"
+	}
+	backoff := d.Backoff
+	if backoff == (supervise.Backoff{}) {
+		backoff = supervise.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	}
+	startTimeout := d.StartTimeout
+	if startTimeout <= 0 {
+		startTimeout = 15 * time.Second
+	}
+	s := &supervise.Supervisor{
+		Reaper: d.Reaper,
+		Spec: supervise.Spec{
+			Name: "pulseaudio",
+			Path: binary,
+			Args: []string{
+				"-n", "--file=" + script,
+				"--daemonize=no", "--system=no",
+				"--exit-idle-time=-1", "--disallow-exit",
+				"--use-pid-file=no", "--realtime=no", "--high-priority=no",
+				"--no-cpu-limit", "--log-target=stderr",
+			},
+			// Only what PulseAudio needs: the daemon's own environment holds
+			// PULSEAUDIO_COOKIE. PulseAudio has no --daemon-conf option;
+			// PULSE_CONFIG names the daemon.conf to read.
+			Env: []string{
+				"HOME=" + d.RunDir,
+				"XDG_RUNTIME_DIR=" + d.RunDir,
+				"XDG_CONFIG_HOME=" + filepath.Join(d.RunDir, ".config"),
+				"PULSE_CONFIG=" + confPath,
+				"LANG=C.UTF-8",
+			},
+			Dir:   d.RunDir,
+			Level: logLevel,
+		},
+		Backoff:     backoff,
+		Grace:       d.Grace,
+		Log:         log,
+		BeforeStart: func(context.Context) error { return d.removeStale() },
+		OnStart: func(ctx context.Context, p *supervise.Process) {
+			if err := d.awaitReady(ctx, cookie, startTimeout); err != nil {
+				if ctx.Err() == nil {
+					log.Error("pulseaudio did not become ready; restarting it", "pid", p.Pid(), "err", err)
+					p.Signal(os.Kill)
+				}
+				return
+			}
+			log.Info("pulseaudio ready", "pid", p.Pid(), "socket", d.Socket)
+			ready(true)
+		},
+		OnExit: func(p *supervise.Process, err error) {
+			ready(false)
+			if ctx.Err() == nil {
+				restarts.Inc()
+			}
+		},
+	}
+	return s.Run(ctx)
+}
+
+// awaitReady polls Probe until it succeeds, then tightens the FIFO's mode.
+func (d *Daemon) awaitReady(ctx context.Context, cookie []byte, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := Probe(pctx, d.Socket, cookie)
+		pcancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last probe: %v)", ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+	// module-pipe-source creates the FIFO 0666; only this daemon (same uid)
+	// writes the microphone into it.
+	if err := os.Chmod(d.MicFIFO, 0o600); err != nil {
+		return fmt.Errorf("microphone FIFO: %w", err)
+	}
+	return nil
+}
+
+// removeStale removes what a previous PulseAudio left behind:
+// module-pipe-source aborts startup when the FIFO exists, and a stale socket
+// would make the probe talk to nothing. Anything that is not a FIFO or a
+// socket at those paths is left alone and reported.
+func (d *Daemon) removeStale() error {
+	for _, p := range []struct {
+		path string
+		typ  fs.FileMode
+	}{{d.MicFIFO, fs.ModeNamedPipe}, {d.Socket, fs.ModeSocket}} {
+		fi, err := os.Lstat(p.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("pulse: %w", err)
+		}
+		if fi.Mode().Type() != p.typ {
+			return fmt.Errorf("pulse: %s exists and is a %v, not a %v; refusing to remove it", p.path, fi.Mode().Type(), p.typ)
+		}
+		if err := os.Remove(p.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("pulse: removing stale %s: %w", p.path, err)
+		}
+	}
+	return nil
+}
+
+// cleanup removes what Run and PulseAudio created, so a restarted container
+// (or the next test) starts clean. RunDir itself may be shared and stays.
+func (d *Daemon) cleanup(log *slog.Logger) {
+	if err := d.removeStale(); err != nil {
+		log.Warn("cleanup", "err", err)
+	}
+	for _, p := range []string{
+		filepath.Join(d.RunDir, scriptName),
+		filepath.Join(d.RunDir, confName),
+		filepath.Join(d.RunDir, ".config", "pulse"), // PulseAudio's state (HOME)
+		filepath.Join(d.RunDir, "pulse"),            // its runtime dir (XDG_RUNTIME_DIR)
+	} {
+		if err := os.RemoveAll(p); err != nil {
+			log.Warn("cleanup", "path", p, "err", err)
+		}
+	}
+	// Only if empty: something else may keep its config there.
+	_ = os.Remove(filepath.Join(d.RunDir, ".config"))
+}
+
+// logLevel maps PulseAudio's "E: " style prefixes to slog levels.
+func logLevel(line []byte) slog.Level {
+	if len(line) < 3 || line[1] != ':' || line[2] != ' ' {
+		return slog.LevelInfo
+	}
+	switch line[0] {
+	case 'E':
+		return slog.LevelError
+	case 'W':
+		return slog.LevelWarn
+	case 'D':
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
