@@ -1,0 +1,142 @@
+package speaker
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
+)
+
+// monitorSource is what gets encoded: everything played to the null sink
+// "speaker".
+const monitorSource = "speaker.monitor"
+
+// ffmpegArgs is the encoder's command line. The stream format is fixed by the
+// browser side (JSMpeg decodes MP2 in MPEG-TS): MP2, 128 kbit/s, mono,
+// 44100 Hz. Everything else is there to cut latency:
+//
+//   - -fflags nobuffer, -flags low_delay, -probesize 32, -analyzeduration 0:
+//     no input probing or buffering, so the first frame goes out as soon as
+//     PulseAudio delivers samples instead of after a ~1-2 s probe;
+//   - -sample_rate 44100 -channels 1 on the input: the pulse input defaults
+//     to 48 kHz stereo, which would add a resampler;
+//   - -fragment_size 1024: PulseAudio hands over 512 samples (~12 ms) at a
+//     time instead of its default of up to seconds;
+//   - -muxdelay 0.001, -flush_packets 1: the TS muxer writes every audio frame
+//     (~26 ms) at once instead of batching PES packets;
+//   - -correct_ts_overflow 0: keep timestamps as they are, like the original.
+func ffmpegArgs() []string {
+	return []string{
+		"-nostdin", "-hide_banner", "-loglevel", "warning",
+		"-fflags", "nobuffer", "-flags", "low_delay",
+		"-probesize", "32", "-analyzeduration", "0",
+		"-f", "pulse", "-sample_rate", "44100", "-channels", "1",
+		"-fragment_size", "1024",
+		"-i", monitorSource,
+		"-f", "mpegts", "-correct_ts_overflow", "0",
+		"-codec:a", "mp2", "-b:a", "128k", "-ac", "1", "-ar", "44100",
+		"-muxdelay", "0.001", "-flush_packets", "1",
+		"pipe:1",
+	}
+}
+
+// ffmpegEnv is the encoder's complete environment: the child gets nothing of
+// the daemon's (which holds the cookie value itself), only where PulseAudio
+// is and the file holding the cookie.
+func ffmpegEnv(server, cookieFile string) []string {
+	var env []string
+	if server != "" {
+		env = append(env, "PULSE_SERVER="+server)
+	}
+	if cookieFile != "" {
+		env = append(env, "PULSE_COOKIE="+cookieFile)
+	}
+	return env
+}
+
+// encoder runs ffmpeg while anyone listens. Starting on the first listener
+// rather than at boot saves a CPU's worth of encoding on idle desktops;
+// lingering after the last one leaves means a page reload does not pay the
+// encoder's start-up again.
+type encoder struct {
+	// sup makes the supervisor of one period of demand; its child writes
+	// into the FIFO.
+	sup    func() *supervise.Supervisor
+	linger time.Duration
+	// demand reports how many listeners there are; nudge wakes the loop when
+	// that may have changed.
+	demand func() int
+	nudge  <-chan struct{}
+	// started is called on every start of a child, restart tells whether it
+	// replaced one that died while listeners were connected.
+	started func(p *supervise.Process, restart bool)
+	stopped func()
+}
+
+// run starts and stops the encoder following demand until ctx is cancelled,
+// and returns once the encoder is stopped.
+func (e *encoder) run(ctx context.Context) {
+	var (
+		cancel context.CancelFunc
+		done   chan struct{}
+	)
+	stop := func() {
+		if cancel == nil {
+			return
+		}
+		cancel()
+		<-done
+		cancel, done = nil, nil
+		e.stopped()
+	}
+	defer stop()
+	start := func() {
+		sctx, c := context.WithCancel(ctx)
+		d := make(chan struct{})
+		s := e.sup()
+		var starts atomic.Int64
+		onStart := s.OnStart
+		s.OnStart = func(ctx context.Context, p *supervise.Process) {
+			e.started(p, starts.Add(1) > 1)
+			if onStart != nil {
+				onStart(ctx, p)
+			}
+		}
+		go func() {
+			defer close(d)
+			_ = s.Run(sctx) // Run only returns once sctx is done
+		}()
+		cancel, done = c, d
+	}
+
+	linger := time.NewTimer(0)
+	<-linger.C
+	var lingerC <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			linger.Stop()
+			return
+		case <-e.nudge:
+			switch {
+			case e.demand() > 0:
+				if lingerC != nil {
+					linger.Stop()
+					lingerC = nil
+				}
+				if cancel == nil {
+					start()
+				}
+			case cancel != nil && lingerC == nil:
+				linger.Reset(e.linger)
+				lingerC = linger.C
+			}
+		case <-lingerC:
+			lingerC = nil
+			if e.demand() == 0 {
+				stop()
+			}
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package speaker
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
+)
+
+// startReaper runs a Reaper for the test. Register it before the relay: the
+// cleanups run in reverse, so the relay has stopped its encoder first.
+func startReaper(t *testing.T) *supervise.Reaper {
+	t.Helper()
+	r := supervise.NewReaper(testLog(t), false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return r
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+// fakeEncoder is an "ffmpeg" that ignores its arguments and idles, so the
+// on-demand logic is tested without PulseAudio.
+func fakeEncoder(t *testing.T) string {
+	t.Helper()
+	sh := testenv.Tool(t, "sh")
+	sleep := testenv.Tool(t, "sleep")
+	path := filepath.Join(t.TempDir(), "ffmpeg")
+	script := "#!" + sh + "\nexec " + sleep + " 1000\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestEncoderOnDemand(t *testing.T) {
+	reaper := startReaper(t)
+	r := startRelay(t, Config{
+		FFmpeg: fakeEncoder(t),
+		Reaper: reaper,
+		Linger: time.Second,
+		Grace:  time.Second,
+	})
+	if pid := r.encoderPid.Load(); pid != 0 {
+		t.Fatalf("encoder %d runs without a listener", pid)
+	}
+
+	conn := dial(t, r, nil)
+	waitFor(t, "the encoder to start", func() bool { return r.encoderPid.Load() != 0 })
+	first := int(r.encoderPid.Load())
+
+	// Leaving and coming back within the linger keeps the encoder.
+	conn.Close()
+	waitFor(t, "the listener to leave", func() bool { return r.hub.len() == 0 })
+	conn = dial(t, r, nil)
+	time.Sleep(2500 * time.Millisecond) // well past the linger: a stop would have happened
+	if pid := int(r.encoderPid.Load()); pid != first || !alive(first) {
+		t.Fatalf("encoder %d replaced by %d though a listener came back within the linger", first, pid)
+	}
+
+	// An encoder that dies under a listener is restarted; the listener stays.
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a new encoder", func() bool {
+		pid := int(r.encoderPid.Load())
+		return pid != 0 && pid != first
+	})
+	second := int(r.encoderPid.Load())
+	if r.hub.len() != 1 {
+		t.Fatalf("%d listeners after the encoder restart, want 1", r.hub.len())
+	}
+	if got := testutil.ToFloat64(r.m.encoderRestarts); got != 1 {
+		t.Errorf("encoder_restarts_total %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(r.m.encoderStarts); got != 2 {
+		t.Errorf("encoder_starts_total %v, want 2", got)
+	}
+
+	// The last listener leaving stops it, for real, after the linger.
+	conn.Close()
+	waitFor(t, "the encoder to stop", func() bool { return r.encoderPid.Load() == 0 && !alive(second) })
+}
+
+func TestFFmpegCommand(t *testing.T) {
+	args := strings.Join(ffmpegArgs(), " ")
+	for _, want := range []string{
+		"-f pulse -sample_rate 44100 -channels 1 -fragment_size 1024 -i speaker.monitor",
+		"-f mpegts -correct_ts_overflow 0 -codec:a mp2 -b:a 128k -ac 1 -ar 44100",
+		"-flush_packets 1 pipe:1",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("ffmpeg args %q lack %q", args, want)
+		}
+	}
+	env := ffmpegEnv("unix:/tmp/.pulse.sock", "/etc/pulse/cookie")
+	want := []string{"PULSE_SERVER=unix:/tmp/.pulse.sock", "PULSE_COOKIE=/etc/pulse/cookie"}
+	if !slices.Equal(env, want) {
+		t.Errorf("ffmpeg env %q, want exactly %q (nothing of the daemon's)", env, want)
+	}
+	if env := ffmpegEnv("", ""); len(env) != 0 {
+		t.Errorf("ffmpeg env %q, want empty", env)
+	}
+}
