@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"golang.org/x/term"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
+)
+
+type buildFlags struct {
+	spec, lock, arch                string
+	out, ociArchive, dockerArchive  string
+	tag                             string
+	daemonBinary, debs              string
+	mirror, securityMirror, snapMir string
+	cache                           string
+	parallel                        int
+	version, revision               string
+	sourceDateEpoch                 string
+}
+
+func buildCommand(stdout, stderr io.Writer) *ffcli.Command {
+	var f buildFlags
+	fs := flag.NewFlagSet("imagectl build", flag.ContinueOnError)
+	fs.StringVar(&f.spec, "spec", "image/spec.json", "image spec")
+	fs.StringVar(&f.lock, "lock", "image/debian.lock.json", "Debian lock")
+	fs.StringVar(&f.arch, "arch", "", "Debian architecture to build (default: the spec's first)")
+	fs.StringVar(&f.out, "out", "", "write an OCI image layout to this directory")
+	fs.StringVar(&f.ociArchive, "oci-archive", "", "write an OCI archive (tar of a layout) to this file")
+	fs.StringVar(&f.dockerArchive, "docker-archive", "", "write a docker archive (docker save format) to this file")
+	fs.StringVar(&f.tag, "tag", "", "image name in the outputs (default pulse-sidecar:<version>)")
+	fs.StringVar(&f.daemonBinary, "daemon-binary", "", "use this pulse-sidecar binary instead of compiling it")
+	fs.StringVar(&f.debs, "debs", "", "take .deb files from this directory (named by sha256 or pool basename); no network")
+	fs.StringVar(&f.mirror, "mirror", "", "base URL of the Debian archive (default: from apt sources)")
+	fs.StringVar(&f.securityMirror, "security-mirror", "", "base URL of the Debian security archive (default: from apt sources)")
+	fs.StringVar(&f.snapMir, "snapshot-mirror", "", "base URL of a snapshot archive service, the fallback for versions gone from the mirror (default: from apt sources comments)")
+	fs.StringVar(&f.cache, "cache", "", "download cache (default $XDG_CACHE_HOME/pulse-sidecar/debs)")
+	fs.IntVar(&f.parallel, "parallel", 6, "downloads at once")
+	fs.StringVar(&f.version, "version", "dev", "version stamped into the daemon and the image annotations")
+	fs.StringVar(&f.revision, "revision", "", "source revision for the image annotations")
+	fs.StringVar(&f.sourceDateEpoch, "source-date-epoch", "", "timestamp of everything in the image (default $SOURCE_DATE_EPOCH, else the lock's newest suite date)")
+	return &ffcli.Command{
+		Name:       "build",
+		ShortUsage: "imagectl build [flags]",
+		ShortHelp:  "build the image from the spec and the lock; prints the manifest digest last",
+		LongHelp: "Flags may also be given as IMAGECTL_<FLAG> environment variables\n" +
+			"(IMAGECTL_MIRROR, IMAGECTL_CACHE, ...).",
+		FlagSet: fs,
+		Options: []ff.Option{ff.WithEnvVarPrefix("IMAGECTL")},
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("build takes no arguments, got %q", args)
+			}
+			return runBuild(ctx, f, stdout, stderr)
+		},
+	}
+}
+
+func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error {
+	s, err := spec.Load(f.spec)
+	if err != nil {
+		return err
+	}
+	lock, err := debian.ReadLock(f.lock)
+	if err != nil {
+		return err
+	}
+	arch := f.arch
+	if arch == "" {
+		arch = s.Architectures[0]
+	}
+	created, err := sourceDateEpoch(f.sourceDateEpoch, lock)
+	if err != nil {
+		return err
+	}
+	debs, err := fetchDebs(ctx, f, lock, arch, stderr)
+	if err != nil {
+		return err
+	}
+	daemon, err := daemonBinary(ctx, f, s, arch, stderr)
+	if err != nil {
+		return err
+	}
+	spill, err := os.MkdirTemp("", "imagectl-build-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(spill)
+	img, err := build.Image(build.Inputs{
+		Spec: s, Lock: lock, Arch: arch, Debs: debs, Daemon: daemon,
+		Version: f.version, Revision: f.revision, Created: created,
+		SpillDir: spill, Log: stderr,
+	})
+	if err != nil {
+		return err
+	}
+	tag := f.tag
+	if tag == "" {
+		tag = s.Name + ":" + f.version
+	}
+	if f.out != "" {
+		if err := oci.WriteLayout(f.out, img, tag); err != nil {
+			return err
+		}
+	}
+	if f.ociArchive != "" {
+		if err := oci.WriteOCIArchive(f.ociArchive, img, tag); err != nil {
+			return err
+		}
+	}
+	if f.dockerArchive != "" {
+		if err := oci.WriteDockerArchive(f.dockerArchive, img, tag); err != nil {
+			return err
+		}
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, d)
+	return nil
+}
+
+// sourceDateEpoch: the flag, else $SOURCE_DATE_EPOCH, else the lock's newest
+// suite date. Never the wall clock: that would make every build unique.
+func sourceDateEpoch(flagValue string, lock *debian.Lock) (time.Time, error) {
+	v, what := flagValue, "--source-date-epoch"
+	if v == "" {
+		v, what = os.Getenv("SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH"
+	}
+	if v == "" {
+		sec, err := debian.SourceDateEpoch(lock)
+		if err != nil {
+			return time.Time{}, err
+		}
+		return time.Unix(sec, 0).UTC(), nil
+	}
+	sec, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || sec <= 0 {
+		return time.Time{}, usagef("%s=%q is not a positive Unix time in seconds", what, v)
+	}
+	return time.Unix(sec, 0).UTC(), nil
+}
+
+func fetchDebs(ctx context.Context, f buildFlags, lock *debian.Lock, arch string, stderr io.Writer) (map[string]string, error) {
+	if f.debs != "" {
+		items, err := fetch.Mirrors{}.Items(lock, arch)
+		if err != nil {
+			return nil, err
+		}
+		return fetch.FromDir(f.debs, items)
+	}
+	mirrors, err := mirrorsFor(f)
+	if err != nil {
+		return nil, err
+	}
+	items, err := mirrors.Items(lock, arch)
+	if err != nil {
+		return nil, err
+	}
+	cache := f.cache
+	if cache == "" {
+		if cache, err = fetch.DefaultCacheDir(); err != nil {
+			return nil, err
+		}
+	}
+	fetcher := &fetch.Fetcher{
+		Cache:    fetch.Cache{Dir: cache},
+		Parallel: f.parallel,
+		Progress: fetch.NewProgress(stderr, isTerminal(stderr)),
+	}
+	return fetcher.Fetch(ctx, items)
+}
+
+// mirrorsFor takes base URLs from flags (or IMAGECTL_* variables) and fills
+// the rest from the machine's apt sources, which is how a fresh Debian
+// machine builds without any configuration.
+func mirrorsFor(f buildFlags) (fetch.Mirrors, error) {
+	m := fetch.Mirrors{Archives: map[string]string{}, Snapshot: f.snapMir}
+	if f.mirror == "" || f.securityMirror == "" {
+		apt, err := debian.MirrorsFromAptSources("/")
+		if err != nil {
+			return m, fmt.Errorf("reading apt sources for mirrors (or pass --mirror and --security-mirror): %w", err)
+		}
+		for k, v := range apt {
+			m.Archives[k] = v
+		}
+	}
+	if f.mirror != "" {
+		m.Archives["debian"] = f.mirror
+	}
+	if f.securityMirror != "" {
+		m.Archives["debian-security"] = f.securityMirror
+	}
+	if m.Snapshot == "" {
+		snap, err := debian.SnapshotBaseFromAptSources("/")
+		if err != nil {
+			return m, err
+		}
+		m.Snapshot = snap
+	}
+	return m, nil
+}
+
+func daemonBinary(ctx context.Context, f buildFlags, s *spec.Spec, arch string, stderr io.Writer) ([]byte, error) {
+	if f.daemonBinary != "" {
+		return os.ReadFile(f.daemonBinary)
+	}
+	root, err := build.ModuleRoot(filepath.Dir(f.spec))
+	if err != nil {
+		return nil, err
+	}
+	return build.Daemon{
+		ModuleRoot: root, Package: s.Daemon.Package, Arch: arch,
+		VersionVar: s.Daemon.VersionVar, Version: f.version, Stderr: stderr,
+	}.Compile(ctx)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

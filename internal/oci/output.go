@@ -1,0 +1,207 @@
+package oci
+
+import (
+	"archive/tar"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// RefNameAnnotation names an image inside an OCI layout's index.
+const RefNameAnnotation = "org.opencontainers.image.ref.name"
+
+// WriteLayout writes img as an OCI image layout at dir. The layout is built
+// in a sibling temp directory and renamed into place, so dir is never seen
+// half-written; an existing dir is replaced only once the new one is complete.
+func WriteLayout(dir string, img v1.Image, refName string) error {
+	tmp, err := tempSibling(dir, true)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := writeLayout(tmp, img, refName); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return replace(tmp, dir)
+}
+
+func writeLayout(dir string, img v1.Image, refName string) error {
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return err
+	}
+	var opts []layout.Option
+	if refName != "" {
+		opts = append(opts, layout.WithAnnotations(map[string]string{RefNameAnnotation: refName}))
+	}
+	return p.AppendImage(img, opts...)
+}
+
+// WriteOCIArchive writes img as a tar of an OCI image layout (what podman
+// and skopeo call oci-archive). Entries are sorted, owned by 0:0 and dated
+// at the image's creation time, so the archive is as reproducible as the image.
+func WriteOCIArchive(file string, img v1.Image, refName string) error {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(file), "."+filepath.Base(file)+".layout-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := writeLayout(dir, img, refName); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	return writeFileAtomic(file, func(w io.Writer) error {
+		return tarDir(w, dir, cf.Created.Time)
+	})
+}
+
+// WriteDockerArchive writes img in the `docker save` format under tag.
+func WriteDockerArchive(file string, img v1.Image, tag string) error {
+	t, err := name.NewTag(tag)
+	if err != nil {
+		return fmt.Errorf("docker archive tag %q: %w", tag, err)
+	}
+	return writeFileAtomic(file, func(w io.Writer) error {
+		return tarball.Write(t, img, w)
+	})
+}
+
+func tarDir(w io.Writer, root string, mtime time.Time) error {
+	var paths []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p != root {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Strings(paths)
+	tw := tar.NewWriter(w)
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		hdr := &tar.Header{Name: filepath.ToSlash(rel), ModTime: mtime.UTC(), Format: tar.FormatPAX, Mode: 0o644, Typeflag: tar.TypeReg, Size: fi.Size()}
+		if fi.IsDir() {
+			hdr.Name += "/"
+			hdr.Typeflag, hdr.Mode, hdr.Size = tar.TypeDir, 0o755, 0
+		} else if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s: not a regular file", p)
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			if err := copyFile(tw, p); err != nil {
+				return err
+			}
+		}
+	}
+	return tw.Close()
+}
+
+func copyFile(w io.Writer, p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(w, f)
+	return err
+}
+
+// writeFileAtomic writes through a temp file in the destination's directory
+// and renames it into place only after a successful write and fsync.
+func writeFileAtomic(file string, write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := write(tmp); err != nil {
+		tmp.Close()
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
+}
+
+func tempSibling(path string, dir bool) (string, error) {
+	parent, base := filepath.Dir(path), filepath.Base(path)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", err
+	}
+	if dir {
+		return os.MkdirTemp(parent, "."+base+".tmp-*")
+	}
+	f, err := os.CreateTemp(parent, "."+base+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	return f.Name(), f.Close()
+}
+
+// replace moves the finished directory tmp to dst. An existing dst is moved
+// aside first and removed after, so at every moment dst is either the old
+// complete layout, briefly absent, or the new complete one.
+func replace(tmp, dst string) error {
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	err := os.Rename(tmp, dst)
+	if err == nil {
+		return nil
+	}
+	if _, serr := os.Lstat(dst); serr != nil {
+		return err
+	}
+	old, err := tempSibling(dst+".old", true)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(old); err != nil {
+		return err
+	}
+	if err := os.Rename(dst, old); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		// Put the old layout back rather than leave nothing.
+		os.Rename(old, dst)
+		return err
+	}
+	return os.RemoveAll(old)
+}
