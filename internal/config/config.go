@@ -40,6 +40,7 @@ type Config struct {
 	LogDir         string
 	PulseAudio     string
 	FFmpeg         string
+	Warmer         string
 	EncoderLinger  time.Duration
 	MicFormat      string
 	MicRate        int
@@ -80,6 +81,7 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&c.LogDir, "log-dir", d.logDir, "directory for pulse-sidecar.log besides stderr; empty: stderr only (default from ABCDESKTOP_LOG_DIR)")
 	fs.StringVar(&c.PulseAudio, "pulseaudio", "/usr/bin/pulseaudio", "pulseaudio binary")
 	fs.StringVar(&c.FFmpeg, "ffmpeg", "/usr/bin/ffmpeg", "ffmpeg binary")
+	fs.StringVar(&c.Warmer, "speaker-warmer", "/usr/bin/parec", "recorder kept on speaker.monitor so a starting encoder gets audio in ~30 ms instead of ~2 s; empty disables (saves ~1-2% of a core when idle)")
 	fs.DurationVar(&c.EncoderLinger, "encoder-linger", 10*time.Second, "how long the encoder keeps running after the last speaker listener left")
 	fs.StringVar(&c.MicFormat, "mic-format", "float32le", "microphone pipe source sample format: float32le or s16le")
 	fs.IntVar(&c.MicRate, "mic-rate", 44100, "microphone pipe source sample rate in Hz")
@@ -179,6 +181,11 @@ func (c *Config) validate() error {
 	} {
 		if err := checkPath(p.v); err != nil {
 			return fmt.Errorf("--%s %q: %v", p.flag, p.v, err)
+		}
+	}
+	if c.Warmer != "" {
+		if err := checkPath(c.Warmer); err != nil {
+			return fmt.Errorf("--speaker-warmer %q: %v", c.Warmer, err)
 		}
 	}
 	if c.LogDir != "" {
