@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
+)
+
+// The daemon is tested as a black box: the real binary, real pulseaudio and
+// ffmpeg, loopback ports and temp dirs, exactly the interfaces a pod uses.
+
+type daemonUnderTest struct {
+	t                    *testing.T
+	cmd                  *exec.Cmd
+	dir                  string
+	speaker, mic, ops    string
+	socket, cookie       string
+	speakerFIFO, micFIFO string
+	exited               chan struct{}
+	exitErr              error
+	stderr               *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pulse-sidecar")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startDaemon(t *testing.T, bin string, extraArgs []string, extraEnv []string) *daemonUnderTest {
+	t.Helper()
+	testenv.Tool(t, "pulseaudio")
+	ffmpeg := testenv.Tool(t, "ffmpeg")
+	dir := testenv.ShortTempDir(t)
+	d := &daemonUnderTest{
+		t: t, dir: dir,
+		speaker: testenv.FreeAddr(t), mic: testenv.FreeAddr(t), ops: testenv.FreeAddr(t),
+		socket: filepath.Join(dir, "pulse.sock"), cookie: filepath.Join(dir, "run", "cookie"),
+		speakerFIFO: filepath.Join(dir, "speaker"), micFIFO: filepath.Join(dir, "microphone"),
+		exited: make(chan struct{}), stderr: &lockedBuffer{},
+	}
+	args := append([]string{
+		"--speaker-addr", d.speaker, "--microphone-addr", d.mic, "--ops-addr", d.ops,
+		"--speaker-fifo", d.speakerFIFO, "--microphone-fifo", d.micFIFO,
+		"--pulse-socket", d.socket, "--run-dir", filepath.Join(dir, "run"), "--log-dir", "",
+		"--ffmpeg", ffmpeg, "--pulseaudio", testenv.Tool(t, "pulseaudio"),
+		"--encoder-linger", "1s", "--ping-interval", "2s", "--log-level", "debug",
+	}, extraArgs...)
+	d.cmd = exec.Command(bin, args...)
+	d.cmd.Env = append(cleanEnv(), extraEnv...)
+	d.cmd.Stderr = d.stderr
+	d.cmd.Stdout = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exitErr = d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-d.exited:
+		default:
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.exited:
+			case <-time.After(10 * time.Second):
+				d.cmd.Process.Kill()
+				<-d.exited
+			}
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.stderr.String())
+		}
+	})
+	d.waitReady(20 * time.Second)
+	return d
+}
+
+// cleanEnv keeps the test's PULSE_* and XDG variables away from the daemon.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PULSE") || strings.HasPrefix(kv, "XDG_") || strings.HasPrefix(kv, "CONTAINER_IP_ADDR=") ||
+			strings.HasPrefix(kv, "POD_IP=") || strings.HasPrefix(kv, "ABCDESKTOP_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func (d *daemonUnderTest) readyz() int {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + d.ops + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (d *daemonUnderTest) waitReady(within time.Duration) time.Duration {
+	d.t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		select {
+		case <-d.exited:
+			d.t.Fatalf("daemon exited: %v\n%s", d.exitErr, d.stderr.String())
+		default:
+		}
+		if d.readyz() == http.StatusOK {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.t.Fatalf("daemon not ready within %s\n%s", within, d.stderr.String())
+	return 0
+}
+
+// pulseEnv is what a desktop client needs to reach the daemon's PulseAudio.
+func (d *daemonUnderTest) pulseEnv() []string {
+	return append(cleanEnv(), "PULSE_SERVER=unix:"+d.socket, "PULSE_COOKIE="+d.cookie, "HOME="+d.dir)
+}
+
+// children returns the pids of the daemon's child processes named comm.
+func (d *daemonUnderTest) children(comm string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < 0 {
+			continue
+		}
+		fields := strings.Fields(s[close+1:])
+		if len(fields) < 2 || s[open+1:close] != comm {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(fields[1]); ppid == d.cmd.Process.Pid && fields[0] != "Z" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s", what, within)
+}
+
+// listener collects what a speaker websocket client receives, with arrival times.
+type listener struct {
+	conn  *websocket.Conn
+	mu    sync.Mutex
+	data  []byte
+	first time.Time
+	done  chan struct{}
+}
+
+func listen(t *testing.T, addr string) *listener {
+	t.Helper()
+	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/?jwt_token=ignored", nil)
+	if err != nil {
+		t.Fatalf("dial speaker %s: %v (%v)", addr, err, resp)
+	}
+	l := &listener{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for {
+			typ, msg, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if typ != websocket.BinaryMessage {
+				t.Errorf("speaker sent message type %d, want binary", typ)
+			}
+			l.mu.Lock()
+			if l.first.IsZero() {
+				l.first = time.Now()
+			}
+			l.data = append(l.data, msg...)
+			l.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-l.done })
+	return l
+}
+
+func (l *listener) bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]byte(nil), l.data...)
+}
+
+func (l *listener) firstByte() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.first
+}
+
+func (l *listener) close() {
+	l.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	l.conn.Close()
+	<-l.done
+}
+
+func play(t *testing.T, d *daemonUnderTest, freq float64, dur time.Duration) {
+	t.Helper()
+	wav := filepath.Join(d.dir, fmt.Sprintf("tone-%g.wav", freq))
+	samples := audiotest.Sine(freq, 44100, 0.5, int(dur.Seconds()*44100), 1)
+	if err := audiotest.WriteWAV(wav, samples, 44100); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.Tool(t, "paplay"), "--device=speaker", wav)
+	cmd.Env = d.pulseEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("paplay: %v: %s", err, out)
+	}
+}
+
+// toneIn decodes what the listener got and checks a tone of freq sits in it.
+func toneIn(t *testing.T, ts []byte, freq float64) (onset, length time.Duration) {
+	t.Helper()
+	pcm, err := audiotest.DecodeTS(testenv.Tool(t, "ffmpeg"), ts, 44100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, end, ok := audiotest.Loud(pcm, 44100, 0.05)
+	if !ok {
+		t.Fatalf("no tone in %d decoded samples (%d TS bytes)", len(pcm), len(ts))
+	}
+	got := audiotest.DominantFrequency(pcm[start:end], 44100)
+	if math.Abs(got-freq)/freq > 0.01 {
+		t.Fatalf("dominant frequency %.1f Hz, want %.0f Hz within 1%%", got, freq)
+	}
+	return time.Duration(float64(start) / 44100 * float64(time.Second)), time.Duration(float64(end-start) / 44100 * float64(time.Second))
+}
+
+func TestDaemon(t *testing.T) {
+	bin := buildDaemon(t)
+	d := startDaemon(t, bin, nil, nil)
+
+	t.Run("healthcheck and version", func(t *testing.T) {
+		if out, err := exec.Command(bin, "healthcheck", "--ops-addr", d.ops).CombinedOutput(); err != nil {
+			t.Errorf("healthcheck of a ready daemon: %v: %s", err, out)
+		}
+		out, err := exec.Command(bin, "version").CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "pulse-sidecar ") || !strings.Contains(string(out), "github.com/gorilla/websocket") {
+			t.Errorf("version: %v: %s", err, out)
+		}
+		help, _ := exec.Command(bin, "--help").CombinedOutput()
+		if !strings.Contains(string(help), "PULSE_SIDECAR_SPEAKER_ADDR") {
+			t.Errorf("--help lacks the environment variables:\n%s", help)
+		}
+		bad, err := exec.Command(bin, "--mic-rate", "7").CombinedOutput()
+		if err == nil || !strings.Contains(string(bad), "--mic-rate") || strings.Count(strings.TrimSpace(string(bad)), "\n") != 0 {
+			t.Errorf("invalid flag: %v: %q, want one line naming --mic-rate", err, bad)
+		}
+	})
+
+	t.Run("speaker tone, no stale backlog", func(t *testing.T) {
+		// Played while nobody listens: must never reach a later listener.
+		play(t, d, 500, 300*time.Millisecond)
+		dialed := time.Now()
+		l := listen(t, d.speaker)
+		waitFor(t, 10*time.Second, "first speaker bytes", func() bool { return !l.firstByte().IsZero() })
+		t.Logf("first listener, cold encoder: first bytes after %s", l.firstByte().Sub(dialed))
+		time.Sleep(500 * time.Millisecond)
+		played := time.Now()
+		play(t, d, 1000, time.Second)
+		time.Sleep(1500 * time.Millisecond)
+		ts := l.bytes()
+		l.close()
+		if len(ts)%188 != 0 {
+			t.Errorf("received %d bytes, not whole 188-byte TS packets", len(ts))
+		}
+		onset, length := toneIn(t, ts, 1000)
+		// The stream is real time: the tone's position in the decoded audio is
+		// the time between the first byte and the play.
+		want := played.Sub(l.firstByte())
+		if d := onset - want; d < -400*time.Millisecond || d > 600*time.Millisecond {
+			t.Errorf("tone starts %s into the stream, played %s after the first byte: stale or lost audio", onset, want)
+		}
+		if length < 800*time.Millisecond || length > 1300*time.Millisecond {
+			t.Errorf("tone lasts %s, played 1s", length)
+		}
+	})
+
+	t.Run("encoder stops after linger and restarts after kill", func(t *testing.T) {
+		l := listen(t, d.speaker)
+		waitFor(t, 10*time.Second, "encoder running", func() bool { return len(d.children("ffmpeg")) == 1 })
+		old := d.children("ffmpeg")[0]
+		syscall.Kill(old, syscall.SIGKILL)
+		waitFor(t, 5*time.Second, "encoder restarted", func() bool {
+			p := d.children("ffmpeg")
+			return len(p) == 1 && p[0] != old
+		})
+		n := len(l.bytes())
+		waitFor(t, 5*time.Second, "audio after encoder restart", func() bool { return len(l.bytes()) > n+2000 })
+		l.close()
+		waitFor(t, 5*time.Second, "encoder stopped after linger", func() bool { return len(d.children("ffmpeg")) == 0 })
+	})
+
+	t.Run("microphone tone at the right speed", func(t *testing.T) {
+		testMicrophone(t, d)
+	})
+
+	t.Run("bad microphone input", func(t *testing.T) {
+		testBadMicrophone(t, d)
+	})
+
+	t.Run("pulseaudio killed comes back", func(t *testing.T) {
+		pids := d.children("pulseaudio")
+		if len(pids) != 1 {
+			t.Fatalf("pulseaudio children: %v", pids)
+		}
+		syscall.Kill(pids[0], syscall.SIGKILL)
+		start := time.Now()
+		waitFor(t, 3*time.Second, "pulseaudio restarted", func() bool {
+			p := d.children("pulseaudio")
+			return len(p) == 1 && p[0] != pids[0] && d.readyz() == http.StatusOK
+		})
+		t.Logf("pulseaudio back and ready after %s", time.Since(start))
+		l := listen(t, d.speaker)
+		waitFor(t, 10*time.Second, "speaker bytes after pulseaudio restart", func() bool { return !l.firstByte().IsZero() })
+		play(t, d, 1000, 500*time.Millisecond)
+		time.Sleep(time.Second)
+		toneIn(t, l.bytes(), 1000)
+		l.close()
+	})
+
+	t.Run("SIGTERM", func(t *testing.T) {
+		kids := append(append(d.children("pulseaudio"), d.children("ffmpeg")...), d.children("parec")...)
+		start := time.Now()
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(6 * time.Second):
+			t.Fatal("daemon did not exit within 6 s of SIGTERM")
+		}
+		t.Logf("stopped in %s", time.Since(start))
+		if d.exitErr != nil {
+			t.Errorf("exit: %v, want 0", d.exitErr)
+		}
+		for _, p := range kids {
+			if err := syscall.Kill(p, 0); err == nil {
+				t.Errorf("child %d still alive", p)
+			}
+		}
+		if err := exec.Command(bin, "healthcheck", "--ops-addr", d.ops).Run(); err == nil {
+			t.Errorf("healthcheck of a stopped daemon succeeded")
+		}
+		for _, p := range []string{d.socket, d.speakerFIFO, d.micFIFO, d.cookie} {
+			if _, err := os.Lstat(p); err == nil {
+				t.Errorf("%s left behind", p)
+			}
+		}
+	})
+}
+
+func testMicrophone(t *testing.T, d *daemonUnderTest) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rec := exec.CommandContext(ctx, testenv.Tool(t, "parecord"), "--latency-msec=20", "-d", "microphone", "--raw",
+		"--format=float32le", "--rate=44100", "--channels=1")
+	rec.Env = d.pulseEnv()
+	var recorded bytes.Buffer
+	rec.Stdout = &recorded
+	if err := rec.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+d.mic+"/?format=f32le&rate=48000&jwt_token=x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const secs = 2
+	tone := audiotest.F32LEBytes(audiotest.Sine(440, 48000, 0.5, 48000*secs, 1))
+	// 128 samples a message, paced in real time like an AudioWorklet.
+	start := time.Now()
+	for off, i := 0, 0; off < len(tone); off, i = off+512, i+1 {
+		if err := conn.WriteMessage(websocket.BinaryMessage, tone[off:min(off+512, len(tone))]); err != nil {
+			t.Fatal(err)
+		}
+		due := start.Add(time.Duration(i+1) * 128 * time.Second / 48000)
+		time.Sleep(time.Until(due))
+	}
+	time.Sleep(700 * time.Millisecond)
+	rec.Process.Signal(syscall.SIGINT)
+	rec.Wait()
+	pcm := audiotest.F32LE(recorded.Bytes())
+	s, e, ok := audiotest.Loud(pcm, 44100, 0.05)
+	if !ok {
+		t.Fatalf("no tone recorded (%d samples)", len(pcm))
+	}
+	got := audiotest.DominantFrequency(pcm[s:e], 44100)
+	if math.Abs(got-440)/440 > 0.01 {
+		t.Errorf("recorded %.1f Hz, want 440 Hz within 1%%", got)
+	}
+	dur := float64(e-s) / 44100
+	if dur < secs*0.9 || dur > secs*1.1 {
+		t.Errorf("recorded tone lasts %.2f s, sent %d s", dur, secs)
+	}
+}
+
+func testBadMicrophone(t *testing.T, d *daemonUnderTest) {
+	closeCode := func(conn *websocket.Conn) int {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				if ce, ok := err.(*websocket.CloseError); ok {
+					return ce.Code
+				}
+				return -1
+			}
+		}
+	}
+	dial := func() *websocket.Conn {
+		c, _, err := websocket.DefaultDialer.Dial("ws://"+d.mic+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := dial()
+	c.WriteMessage(websocket.TextMessage, []byte("hello"))
+	if code := closeCode(c); code != 1003 {
+		t.Errorf("text message: close %d, want 1003", code)
+	}
+	c.Close()
+
+	c = dial()
+	c.WriteMessage(websocket.BinaryMessage, make([]byte, 64<<10+4))
+	if code := closeCode(c); code != 1009 {
+		t.Errorf("oversize message: close %d, want 1009", code)
+	}
+	c.Close()
+
+	first := dial()
+	defer first.Close()
+	for _, n := range []int{3, 5, 7, 1} { // odd sizes: frames carried over
+		if err := first.WriteMessage(websocket.BinaryMessage, make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := dial()
+	if code := closeCode(second); code != 1013 {
+		t.Errorf("second sender: close %d, want 1013", code)
+	}
+	second.Close()
+	if err := first.WriteMessage(websocket.BinaryMessage, make([]byte, 512)); err != nil {
+		t.Errorf("first sender broken by the second: %v", err)
+	}
+	first.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, _, err := first.ReadMessage(); err != nil {
+		if _, closed := err.(*websocket.CloseError); closed {
+			t.Errorf("first sender closed: %v", err)
+		}
+	}
+	if code := d.readyz(); code != http.StatusOK {
+		t.Errorf("readyz %d after bad input", code)
+	}
+	io.Discard.Write(nil)
+}

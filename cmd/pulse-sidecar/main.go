@@ -1,0 +1,220 @@
+// Command pulse-sidecar is the sidecar's PID 1: it supervises PulseAudio,
+// runs the speaker relay (which owns the ffmpeg encoder), the microphone relay
+// and the ops server as one oklog/run group.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/config"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/logging"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/microphone"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/ops"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/speaker"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
+)
+
+// version is set at link time (-X main.version=...) by imagectl and the Nix
+// and Bazel front ends.
+var version = "dev"
+
+func main() {
+	os.Exit(mainErr(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func mainErr(args []string, stdout, stderr io.Writer) int {
+	sub := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sub, args = args[0], args[1:]
+	}
+	name := "pulse-sidecar"
+	if sub != "run" {
+		name += " " + sub
+	}
+	switch sub {
+	case "version":
+		printVersion(stdout)
+		return 0
+	case "run", "healthcheck":
+	default:
+		fmt.Fprintf(stderr, "pulse-sidecar: unknown command %q (want run, healthcheck or version)\n", sub)
+		return 2
+	}
+	cfg, err := config.Parse(name, args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pulse-sidecar: %v\n", err)
+		return 2
+	}
+	if sub == "healthcheck" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := ops.Healthcheck(ctx, cfg.OpsAddr); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
+	if err := daemon(cfg, stderr); err != nil {
+		fmt.Fprintf(stderr, "pulse-sidecar: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "pulse-sidecar %s\n", version)
+	fmt.Fprintf(w, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Replace != nil {
+				m = m.Replace
+			}
+			fmt.Fprintf(w, "%s %s\n", m.Path, m.Version)
+		}
+	}
+}
+
+func daemon(cfg config.Config, stderr io.Writer) error {
+	log, logFile, err := logging.New(logging.Options{
+		Format: cfg.LogFormat, Level: cfg.LogLevel, Stderr: stderr, Dir: cfg.LogDir,
+	})
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	// Children inherit the environment; the cookie must reach PulseAudio only
+	// through the 0600 cookie file.
+	os.Unsetenv("PULSEAUDIO_COOKIE")
+
+	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+		return fmt.Errorf("run dir: %w", err)
+	}
+	cookie := pulse.RandomCookie()
+	if cfg.Cookie != "" {
+		if cookie, err = pulse.CookieBytes(cfg.Cookie); err != nil {
+			return err
+		}
+	}
+	cookieFile := filepath.Join(cfg.RunDir, "cookie")
+	if err := pulse.WriteCookie(cookieFile, cookie); err != nil {
+		return err
+	}
+	defer os.Remove(cookieFile)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ready := ops.NewReadiness("pulseaudio", "speaker", "microphone")
+
+	reapAll, err := supervise.ReapAllWanted()
+	if err != nil {
+		return err
+	}
+	reaper := supervise.NewReaper(log.With("actor", "reaper"), reapAll)
+	// The reaper outlives the group on purpose: actors stopping their
+	// children during shutdown still need their exit statuses.
+	reaperCtx, stopReaper := context.WithCancel(context.Background())
+	reaperDone := make(chan error, 1)
+	go func() { reaperDone <- reaper.Run(reaperCtx) }()
+	defer func() { stopReaper(); <-reaperDone }()
+
+	grace := cfg.StopTimeout * 6 / 10
+
+	pa := &pulse.Daemon{
+		Config: pulse.Config{
+			Socket: cfg.PulseSocket, TCPAddr: cfg.PulseTCPAddr, CookieFile: cookieFile,
+			MicFIFO: cfg.MicrophoneFIFO, MicFormat: cfg.MicFormat, MicRate: cfg.MicRate,
+			MicChannels: cfg.MicChannels, RunDir: cfg.RunDir,
+		},
+		Binary: cfg.PulseAudio, Cookie: cookie, Reaper: reaper, Grace: grace,
+		Log: log.With("actor", "pulseaudio"), Ready: ready.Setter("pulseaudio"), Registerer: reg,
+	}
+	warmer := &pulse.Warmer{
+		Parec: cfg.Warmer, Socket: cfg.PulseSocket, CookieFile: cookieFile, Cookie: cookie,
+		Reaper: reaper, Log: log.With("actor", "warmer"),
+	}
+	spk, err := speaker.New(speaker.Config{
+		Addr: cfg.SpeakerAddr, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,
+		PulseServer: "unix:" + cfg.PulseSocket, CookieFile: cookieFile,
+		Linger: cfg.EncoderLinger, AllowedOrigins: cfg.AllowedOrigins,
+		PingInterval: cfg.PingInterval, QueueBytes: cfg.QueueBytes, SlowCloseAfter: cfg.SlowClose,
+		Grace: grace, Reaper: reaper, Log: log.With("actor", "speaker"),
+		Ready: ready.Setter("speaker"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	mic, err := microphone.New(microphone.Config{
+		Addr: cfg.MicrophoneAddr, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
+		Rate: cfg.MicRate, Channels: cfg.MicChannels, AllowedOrigins: cfg.AllowedOrigins,
+		PingInterval: cfg.PingInterval, Log: log.With("actor", "microphone"),
+		Ready: ready.Setter("microphone"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	opsSrv, err := ops.New(ops.Config{
+		Addr: cfg.OpsAddr, Readiness: ready, Gatherer: reg, Pprof: cfg.Pprof, Log: log.With("actor", "ops"),
+	})
+	if err != nil {
+		return err
+	}
+
+	var g run.Group
+	sigCtx, stopSignals := context.WithCancel(context.Background())
+	sigExec, sigInterrupt := run.SignalHandler(sigCtx, syscall.SIGINT, syscall.SIGTERM)
+	g.Add(sigExec, func(err error) {
+		sigInterrupt(err)
+		stopSignals()
+	})
+	// A hard deadline for the whole shutdown: whatever a child does, the
+	// container stops within --stop-timeout.
+	g.Add(func() error { <-sigCtx.Done(); return nil }, func(error) {
+		time.AfterFunc(cfg.StopTimeout, func() {
+			log.Error("shutdown exceeded --stop-timeout, exiting", "stop_timeout", cfg.StopTimeout)
+			os.Exit(1)
+		})
+	})
+	for _, a := range []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"pulseaudio", pa.Run}, {"warmer", warmer.Run}, {"speaker", spk.Run}, {"microphone", mic.Run}, {"ops", opsSrv.Run},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			if err := a.run(ctx); err != nil {
+				return fmt.Errorf("%s: %w", a.name, err)
+			}
+			return nil
+		}, func(error) { cancel() })
+	}
+	log.Info("pulse-sidecar starting", "version", version, "speaker", spk.Addr().String(),
+		"microphone", mic.Addr().String(), "ops", opsSrv.Addr().String(), "pulse_socket", cfg.PulseSocket,
+		"pulse_tcp", cfg.PulseTCPAddr, "pid1", reapAll)
+	err = g.Run()
+	var sig run.SignalError
+	if errors.As(err, &sig) || err == nil {
+		log.Info("pulse-sidecar stopped", "reason", fmt.Sprint(err))
+		return nil
+	}
+	return err
+}
