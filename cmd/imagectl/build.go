@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"debug/buildinfo"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
+	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"golang.org/x/term"
@@ -18,12 +23,14 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/sbom"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
 
 type buildFlags struct {
 	spec, lock, arch                string
 	out, ociArchive, dockerArchive  string
+	sbom                            string
 	tag                             string
 	daemonBinary, debs              string
 	mirror, securityMirror, snapMir string
@@ -31,34 +38,89 @@ type buildFlags struct {
 	parallel                        int
 	version, revision               string
 	sourceDateEpoch                 string
+
+	// Perturbations `imagectl verify` applies to its second build. They
+	// must not change the image; they exist so that is tested, not assumed.
+	umask        string
+	extractOrder string
+	spillDir     string
 }
 
-func buildCommand(stdout, stderr io.Writer) *ffcli.Command {
-	var f buildFlags
-	fs := flag.NewFlagSet("imagectl build", flag.ContinueOnError)
+// register binds the flags that say what to build and from what: shared by
+// build and verify, which hands them on to its build subprocesses.
+func (f *buildFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.spec, "spec", "image/spec.json", "image spec")
 	fs.StringVar(&f.lock, "lock", "image/debian.lock.json", "Debian lock")
 	fs.StringVar(&f.arch, "arch", "", "Debian architecture to build (default: the spec's first)")
-	fs.StringVar(&f.out, "out", "", "write an OCI image layout to this directory")
-	fs.StringVar(&f.ociArchive, "oci-archive", "", "write an OCI archive (tar of a layout) to this file")
-	fs.StringVar(&f.dockerArchive, "docker-archive", "", "write a docker archive (docker save format) to this file")
 	fs.StringVar(&f.tag, "tag", "", "image name in the outputs (default pulse-sidecar:<version>)")
 	fs.StringVar(&f.daemonBinary, "daemon-binary", "", "use this pulse-sidecar binary instead of compiling it")
 	fs.StringVar(&f.debs, "debs", "", "take .deb files from this directory (named by sha256 or pool basename); no network")
 	fs.StringVar(&f.mirror, "mirror", "", "base URL of the Debian archive (default: from apt sources)")
 	fs.StringVar(&f.securityMirror, "security-mirror", "", "base URL of the Debian security archive (default: from apt sources)")
 	fs.StringVar(&f.snapMir, "snapshot-mirror", "", "base URL of a snapshot archive service, the fallback for versions gone from the mirror (default: from apt sources comments)")
-	fs.StringVar(&f.cache, "cache", "", "download cache (default $XDG_CACHE_HOME/pulse-sidecar/debs)")
+	fs.StringVar(&f.cache, "cache", "", "download cache (default $IMAGECTL_CACHE, else $XDG_CACHE_HOME/pulse-sidecar/debs)")
 	fs.IntVar(&f.parallel, "parallel", 6, "downloads at once")
 	fs.StringVar(&f.version, "version", "dev", "version stamped into the daemon and the image annotations")
-	fs.StringVar(&f.revision, "revision", "", "source revision for the image annotations")
+	fs.StringVar(&f.revision, "revision", "", "source revision for the image annotations (default: the git commit of the spec's checkout, -dirty when it has changes)")
 	fs.StringVar(&f.sourceDateEpoch, "source-date-epoch", "", "timestamp of everything in the image (default $SOURCE_DATE_EPOCH, else the lock's newest suite date)")
+}
+
+// args renders the flags for a build subprocess. Paths are made absolute
+// because verify runs its builds from other working directories.
+func (f buildFlags) args() ([]string, error) {
+	var out []string
+	add := func(name, v string, path bool) error {
+		if v == "" {
+			return nil
+		}
+		if path {
+			abs, err := filepath.Abs(v)
+			if err != nil {
+				return fmt.Errorf("--%s %s: %w", name, v, err)
+			}
+			v = abs
+		}
+		out = append(out, "--"+name+"="+v)
+		return nil
+	}
+	for _, a := range []struct {
+		name, v string
+		path    bool
+	}{
+		{"spec", f.spec, true}, {"lock", f.lock, true}, {"arch", f.arch, false}, {"tag", f.tag, false},
+		{"daemon-binary", f.daemonBinary, true}, {"debs", f.debs, true},
+		{"mirror", f.mirror, false}, {"security-mirror", f.securityMirror, false}, {"snapshot-mirror", f.snapMir, false},
+		{"cache", f.cache, true}, {"parallel", strconv.Itoa(f.parallel), false},
+		{"version", f.version, false}, {"revision", f.revision, false}, {"source-date-epoch", f.sourceDateEpoch, false},
+	} {
+		if err := add(a.name, a.v, a.path); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func buildCommand(stdout, stderr io.Writer) *ffcli.Command {
+	var f buildFlags
+	fs := flag.NewFlagSet("imagectl build", flag.ContinueOnError)
+	f.register(fs)
+	fs.StringVar(&f.out, "out", "", "write an OCI image layout to this directory, with the SBOM attached as a referrer")
+	fs.StringVar(&f.ociArchive, "oci-archive", "", "write an OCI archive (tar of a layout) to this file")
+	fs.StringVar(&f.dockerArchive, "docker-archive", "", "write a docker archive (docker save format) to this file")
+	fs.StringVar(&f.sbom, "sbom", "", "write the SPDX 2.3 JSON SBOM here (default: beside the first output, <output>.spdx.json)")
+	fs.StringVar(&f.umask, "umask", "", "(for verify) set the process umask, octal, before building")
+	fs.StringVar(&f.extractOrder, "extract-order", "", "(for verify) extract packages in this order: lock, reverse or shuffle:SEED")
+	fs.StringVar(&f.spillDir, "spill-dir", "", "(for verify) keep extracted contents in this directory and leave them there (default: a temp dir, removed)")
 	return &ffcli.Command{
 		Name:       "build",
 		ShortUsage: "imagectl build [flags]",
 		ShortHelp:  "build the image from the spec and the lock; prints the manifest digest last",
 		LongHelp: "Flags may also be given as IMAGECTL_<FLAG> environment variables\n" +
-			"(IMAGECTL_MIRROR, IMAGECTL_CACHE, ...).",
+			"(IMAGECTL_MIRROR, IMAGECTL_CACHE, ...).\n\n" +
+			"The SBOM is written beside the first of --out, --oci-archive and\n" +
+			"--docker-archive as <output>.spdx.json, and attached to the --out layout\n" +
+			"as an artifact referring to the image (archives hold the image only, so\n" +
+			"every tool loads them).",
 		FlagSet: fs,
 		Options: []ff.Option{ff.WithEnvVarPrefix("IMAGECTL")},
 		Exec: func(ctx context.Context, args []string) error {
@@ -71,6 +133,17 @@ func buildCommand(stdout, stderr io.Writer) *ffcli.Command {
 }
 
 func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error {
+	if f.umask != "" {
+		m, err := strconv.ParseUint(f.umask, 8, 32)
+		if err != nil || m > 0o777 {
+			return usagef("--umask %q is not an octal umask", f.umask)
+		}
+		syscall.Umask(int(m))
+	}
+	order, err := build.ParseExtractOrder(f.extractOrder)
+	if err != nil {
+		return usagef("--extract-order: %v", err)
+	}
 	s, err := spec.Load(f.spec)
 	if err != nil {
 		return err
@@ -87,6 +160,9 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if f.revision == "" {
+		f.revision = defaultRevision(f.spec)
+	}
 	debs, err := fetchDebs(ctx, f, lock, arch, stderr)
 	if err != nil {
 		return err
@@ -95,15 +171,32 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	spill, err := os.MkdirTemp("", "imagectl-build-*")
+	spill := f.spillDir
+	if spill == "" {
+		if spill, err = os.MkdirTemp("", "imagectl-build-*"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(spill)
+	} else if err := os.MkdirAll(spill, 0o700); err != nil {
+		return err
+	}
+	res, err := build.Build(build.Inputs{
+		Spec: s, Lock: lock, Arch: arch, Debs: debs, Daemon: daemon,
+		Version: f.version, Revision: f.revision, Created: created,
+		SpillDir: spill, Log: stderr, Order: order,
+	})
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(spill)
-	img, err := build.Image(build.Inputs{
-		Spec: s, Lock: lock, Arch: arch, Debs: debs, Daemon: daemon,
-		Version: f.version, Revision: f.revision, Created: created,
-		SpillDir: spill, Log: stderr,
+	img := res.Image
+	desc, err := partial.Descriptor(img)
+	if err != nil {
+		return err
+	}
+	doc, err := sbom.Generate(sbom.Input{
+		Name: s.Name, Image: desc.Digest, Created: created, Distro: lock.Distribution,
+		Packages: lock.PackagesFor(arch), Copyright: res.Copyright,
+		Daemon: daemonBuildInfo(daemon, stderr),
 	})
 	if err != nil {
 		return err
@@ -113,7 +206,8 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 		tag = s.Name + ":" + f.version
 	}
 	if f.out != "" {
-		if err := oci.WriteLayout(f.out, img, tag); err != nil {
+		attach := func(dir string) error { return sbom.Attach(dir, *desc, doc) }
+		if err := oci.WriteLayout(f.out, img, tag, attach); err != nil {
 			return err
 		}
 	}
@@ -127,12 +221,38 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	d, err := img.Digest()
-	if err != nil {
-		return err
+	if file := sbomPath(f); file != "" {
+		if err := sbom.WriteFile(file, doc); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintln(stdout, d)
+	fmt.Fprintln(stdout, desc.Digest)
 	return nil
+}
+
+// sbomPath is --sbom, else beside the first output the build writes.
+func sbomPath(f buildFlags) string {
+	if f.sbom != "" {
+		return f.sbom
+	}
+	for _, out := range []string{f.out, f.ociArchive, f.dockerArchive} {
+		if out != "" {
+			return filepath.Clean(out) + ".spdx.json"
+		}
+	}
+	return ""
+}
+
+// daemonBuildInfo reads the Go module list linked into the daemon. A binary
+// without one (not Go, or stripped of it) still builds an image; the SBOM
+// then lists no Go modules, and the log says so.
+func daemonBuildInfo(daemon []byte, stderr io.Writer) *debug.BuildInfo {
+	bi, err := buildinfo.Read(bytes.NewReader(daemon))
+	if err != nil {
+		fmt.Fprintf(stderr, "build: warning: daemon has no Go build info (%v); the SBOM lists no Go modules\n", err)
+		return nil
+	}
+	return bi
 }
 
 // sourceDateEpoch: the flag, else $SOURCE_DATE_EPOCH, else the lock's newest

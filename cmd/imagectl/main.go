@@ -38,11 +38,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := &ffcli.Command{
 		Name:       "imagectl",
 		ShortUsage: "imagectl <subcommand> [flags]",
-		ShortHelp:  "build and publish the pulse-sidecar image",
+		ShortHelp:  "lock, build, publish and check the pulse-sidecar image",
 		FlagSet:    flag.NewFlagSet("imagectl", flag.ContinueOnError),
 		Subcommands: []*ffcli.Command{
+			lockCommand(stderr),
 			buildCommand(stdout, stderr),
 			pushCommand(stdout, stderr),
+			verifyCommand(stdout, stderr),
+			diffCommand(stdout),
+			policyCommand(stdout),
 		},
 	}
 	root.Exec = func(_ context.Context, args []string) error {
@@ -62,6 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK // the flag package has printed the usage
 	}
+	var status exitStatus
+	if errors.As(err, &status) {
+		return int(status) // the command has written its verdict
+	}
 	var gone *fetch.GoneError
 	fmt.Fprintf(stderr, "imagectl: %v\n", err)
 	if errors.As(err, &gone) {
@@ -72,6 +80,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return exitError
+}
+
+// exitStatus ends a command that has already reported its outcome (diff,
+// policy and verify print their findings, then exit 1) without another
+// error line.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// exitWith turns a command's exit code into Exec's error.
+func exitWith(code int) error {
+	if code == exitOK {
+		return nil
+	}
+	return exitStatus(code)
 }
 
 // usageError marks bad command lines (exit 2) apart from failed work (exit 1).

@@ -73,11 +73,6 @@ func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, o.String(), e.String()
 }
 
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
-}
-
 func TestBuildOfflineIsReproducible(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "")
 	lockPath, debs, daemon := offlineFixture(t)

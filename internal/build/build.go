@@ -40,12 +40,33 @@ type Inputs struct {
 	SpillDir string
 	// Log receives the normalisations applied to package payloads.
 	Log io.Writer
+	// Order is the order packages are extracted in. The image must not
+	// depend on it; `imagectl verify` changes it to prove that.
+	Order ExtractOrder
 }
 
-// Image assembles the image. Layers, most stable first: (1) the Debian
+// Result is the image with what was learned while making it that the
+// image alone would only give back by re-reading its layers.
+type Result struct {
+	Image v1.Image
+	// Copyright maps a package name to its /usr/share/doc/<name>/copyright
+	// as shipped in the image, for the SBOM's licences.
+	Copyright map[string][]byte
+}
+
+// Image assembles the image; see Build.
+func Image(in Inputs) (v1.Image, error) {
+	r, err := Build(in)
+	if err != nil {
+		return nil, err
+	}
+	return r.Image, nil
+}
+
+// Build assembles the image. Layers, most stable first: (1) the Debian
 // packages, (2) the configuration generated from the spec, (3) the daemon,
 // which changes with every commit.
-func Image(in Inputs) (v1.Image, error) {
+func Build(in Inputs) (*Result, error) {
 	if in.Spec == nil || in.Lock == nil {
 		return nil, fmt.Errorf("build: spec and lock are required")
 	}
@@ -69,7 +90,11 @@ func Image(in Inputs) (v1.Image, error) {
 	}
 
 	tree := rootfs.New(opts...)
-	status, err := addPackages(tree, in.Spec.Paths, pkgs, in.Debs)
+	status, err := addPackages(tree, in.Spec.Paths, in.Order.apply(pkgs), in.Debs)
+	if err != nil {
+		return nil, err
+	}
+	copyright, err := copyrights(tree, pkgs)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +135,7 @@ func Image(in Inputs) (v1.Image, error) {
 		return nil, fmt.Errorf("build: daemon layer: %w", err)
 	}
 
-	return oci.Assemble(oci.Image{
+	img, err := oci.Assemble(oci.Image{
 		Created:      in.Created,
 		OS:           "linux",
 		Architecture: in.Arch, // Debian and OCI agree on amd64 and arm64
@@ -123,6 +148,35 @@ func Image(in Inputs) (v1.Image, error) {
 		},
 		Annotations: annotations(in),
 	})
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Image: img, Copyright: copyright}, nil
+}
+
+// copyrights reads each package's copyright file from the tree: the filter
+// kept exactly these out of /usr/share/doc. A package without one (its doc
+// directory is a symlink to another package's, say) is simply absent.
+func copyrights(tree *rootfs.FS, pkgs []debian.LockedPackage) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, p := range pkgs {
+		file := "/usr/share/doc/" + p.Name + "/copyright"
+		e, ok := tree.Lookup(file)
+		if !ok || (e.Type != tar.TypeReg && e.Type != tar.TypeLink) {
+			continue
+		}
+		rc, err := tree.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("build: %s: %s: %w", p.Name, file, err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("build: %s: %s: %w", p.Name, file, err)
+		}
+		out[p.Name] = b
+	}
+	return out, nil
 }
 
 // addPackages extracts every package's payload into tree and returns the
@@ -142,9 +196,26 @@ func addPackages(tree *rootfs.FS, rules spec.PathRules, pkgs []debian.LockedPack
 		if err != nil {
 			return nil, err
 		}
-		status = append(status, rootfs.StatusEntry{Package: p.Name, Control: deb.Control, MD5Sums: deb.ControlFiles["md5sums"]})
+		status = append(status, rootfs.StatusEntry{Package: p.Name, Control: withSHA256(deb.Control, p.SHA256), MD5Sums: deb.ControlFiles["md5sums"]})
 	}
+	// status.d is written in name order whatever the extraction order was.
+	sort.Slice(status, func(i, j int) bool { return status[i].Package < status[j].Package })
 	return status, nil
+}
+
+// withSHA256 records the .deb's digest in its status paragraph. dpkg keeps
+// no digest of an installed package, so without it nothing in the image
+// ties a package to the file the lock pinned; `imagectl policy` compares
+// this field with the lock. Scanners read deb822 and skip unknown fields.
+func withSHA256(control []byte, sha string) []byte {
+	para, err := debian.ParseControl("control", string(control))
+	if err == nil {
+		if _, ok := para.Get("SHA256"); ok {
+			return control
+		}
+	}
+	text := strings.TrimRight(string(control), "\n")
+	return []byte(text + "\nSHA256: " + strings.ToLower(sha) + "\n")
 }
 
 func readDeb(tree *rootfs.FS, p debian.LockedPackage, file string, keep rootfs.Filter) (*debian.Deb, error) {

@@ -3,18 +3,48 @@ package oci
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
+
+// Open is Load for a path that exists and a registry reference otherwise,
+// read with the credentials docker and podman use. It is how diff, policy
+// and verify --against accept an image from anywhere: a local build, a Nix
+// or Bazel result, or what a registry serves.
+func Open(ctx context.Context, src string, opts ...remote.Option) (v1.Image, error) {
+	_, statErr := os.Stat(src)
+	if statErr == nil {
+		return Load(src)
+	}
+	if !errors.Is(statErr, fs.ErrNotExist) {
+		return nil, statErr
+	}
+	ref, err := name.ParseReference(src)
+	if err != nil {
+		// Most likely a mistyped path: say so first.
+		return nil, fmt.Errorf("%s: no such file or directory, and not an image reference: %w", src, err)
+	}
+	opts = append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}, opts...)
+	img, err := remote.Image(ref, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: no such file or directory; as a registry reference: %w", src, err)
+	}
+	return img, nil
+}
 
 // Load opens an image from an OCI layout directory, an OCI archive or a
 // docker archive, whichever path is. Verify, diff and policy read images
@@ -53,13 +83,34 @@ func onlyImage(where string, idx v1.ImageIndex) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	if len(m.Manifests) != 1 {
-		return nil, fmt.Errorf("%s: holds %d manifests, want exactly one image", where, len(m.Manifests))
+	desc, err := theImage(where, m)
+	if err != nil {
+		return nil, err
 	}
-	if !m.Manifests[0].MediaType.IsImage() {
-		return nil, fmt.Errorf("%s: %s is a %s, not an image", where, m.Manifests[0].Digest, m.Manifests[0].MediaType)
+	return idx.Image(desc.Digest)
+}
+
+// theImage picks the one image an index lists. Artifacts stored beside it
+// (an SBOM referring to the image) are not candidates: they carry an
+// artifactType, or a media type that is no image manifest, and a layout that
+// holds an image with its SBOM is still a layout of one image.
+func theImage(where string, m *v1.IndexManifest) (v1.Descriptor, error) {
+	var images []v1.Descriptor
+	var other []string
+	for _, d := range m.Manifests {
+		if d.ArtifactType != "" || !d.MediaType.IsImage() {
+			other = append(other, fmt.Sprintf("%s (%s%s)", d.Digest, d.MediaType, d.ArtifactType))
+			continue
+		}
+		images = append(images, d)
 	}
-	return idx.Image(m.Manifests[0].Digest)
+	switch len(images) {
+	case 1:
+		return images[0], nil
+	case 0:
+		return v1.Descriptor{}, fmt.Errorf("%s: lists no image manifest, only %v", where, other)
+	}
+	return v1.Descriptor{}, fmt.Errorf("%s: lists %d image manifests, want exactly one", where, len(images))
 }
 
 // archiveKind tells the two archive formats apart by their marker files.
@@ -107,10 +158,10 @@ func loadOCIArchive(path string) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: index.json: %w", path, err)
 	}
-	if len(idx.Manifests) != 1 || !idx.Manifests[0].MediaType.IsImage() {
-		return nil, fmt.Errorf("%s: index.json lists %d manifests, want exactly one image", path, len(idx.Manifests))
+	desc, err := theImage(path+": index.json", idx)
+	if err != nil {
+		return nil, err
 	}
-	desc := idx.Manifests[0]
 	if a.manifest, err = a.blob(blobPath(desc.Digest)); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -385,4 +386,84 @@ func BenchmarkNewLayer(b *testing.B) {
 func sha256hex(s string) string {
 	h, _, _ := v1.SHA256(strings.NewReader(s))
 	return h.Hex
+}
+
+// TestLoadSkipsArtifacts: a layout holding the image and an SBOM referring
+// to it (what `imagectl build --out` writes) still loads as that image, as
+// a directory and as an archive of the directory.
+func TestLoadSkipsArtifacts(t *testing.T) {
+	img := testImage(t, "x")
+	dir := t.TempDir()
+	lay := filepath.Join(dir, "layout")
+	if err := WriteLayout(lay, img, "pulse-sidecar:test"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := layout.FromPath(lay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifact := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/spdx+json"}`)
+	h, _, _ := v1.SHA256(bytes.NewReader(artifact))
+	if err := p.WriteBlob(h, io.NopCloser(bytes.NewReader(artifact))); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendDescriptor(v1.Descriptor{
+		MediaType: types.OCIManifestSchema1, Digest: h, Size: int64(len(artifact)), ArtifactType: "application/spdx+json",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "layout.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarDir(f, lay, time.Unix(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, src := range []string{lay, archive} {
+		got, err := Load(src)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if digest(t, got) != digest(t, img) {
+			t.Fatalf("%s: loaded %s, want the image %s", src, digest(t, got), digest(t, img))
+		}
+	}
+
+	// Two images are still ambiguous, artifacts or not.
+	if err := p.AppendImage(testImage(t, "y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(lay); err == nil || !strings.Contains(err.Error(), "2 image manifests") {
+		t.Fatalf("two images: %v", err)
+	}
+}
+
+func TestOpenRegistryAndPath(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	img := testImage(t, "x")
+	ctx := context.Background()
+	ref, err := Push(ctx, img, strings.TrimPrefix(srv.URL, "http://")+"/open", []string{"t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(ctx, ref.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest(t, got) != digest(t, img) {
+		t.Fatal("registry image differs")
+	}
+	lay := filepath.Join(t.TempDir(), "l")
+	if err := WriteLayout(lay, img, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = Open(ctx, lay); err != nil || digest(t, got) != digest(t, img) {
+		t.Fatalf("layout: %v", err)
+	}
+	if _, err := Open(ctx, "./no such dir"); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing path: %v", err)
+	}
 }

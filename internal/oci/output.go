@@ -23,7 +23,9 @@ const RefNameAnnotation = "org.opencontainers.image.ref.name"
 // WriteLayout writes img as an OCI image layout at dir. The layout is built
 // in a sibling temp directory and renamed into place, so dir is never seen
 // half-written; an existing dir is replaced only once the new one is complete.
-func WriteLayout(dir string, img v1.Image, refName string) error {
+// Each of also runs on the finished temp layout before the rename, so what
+// it adds (an SBOM referring to the image) is part of the same atomic step.
+func WriteLayout(dir string, img v1.Image, refName string, also ...func(layoutDir string) error) error {
 	tmp, err := tempSibling(dir, true)
 	if err != nil {
 		return err
@@ -31,6 +33,11 @@ func WriteLayout(dir string, img v1.Image, refName string) error {
 	defer os.RemoveAll(tmp)
 	if err := writeLayout(tmp, img, refName); err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
+	}
+	for _, fn := range also {
+		if err := fn(tmp); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
 	}
 	return replace(tmp, dir)
 }
