@@ -3,6 +3,7 @@ package speaker
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -44,20 +45,28 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	r.conns.Add(1)
 	r.mu.Unlock()
-	defer r.conns.Done()
 
 	conn, err := r.upgrader.Upgrade(w, req, nil)
 	if err != nil {
-		// Upgrade already answered with the status (403 for an origin).
+		r.conns.Done()
 		r.cfg.Log.Debug("websocket upgrade refused", "peer", req.RemoteAddr, "origin", req.Header.Get("Origin"), "err", err)
 		return
+	}
+	// Bound the kernel's share of a slow listener's backlog: left alone,
+	// loopback and LAN sockets autotune up to tcp_wmem's 4 MiB (minutes
+	// of audio) before the hub's queue ever sees the listener fall behind.
+	if tc, ok := conn.NetConn().(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(32 << 10)
 	}
 	log := r.cfg.Log.With("peer", req.RemoteAddr)
 	l := r.hub.join()
 	log.Debug("listener joined")
-	err = r.serve(req.Context(), conn, l)
-	r.hub.leave(l)
-	log.Debug("listener left", "err", err)
+	go func() {
+		defer r.conns.Done()
+		err := r.serve(r.serveCtx, conn, l)
+		r.hub.leave(l)
+		log.Debug("listener left", "err", err)
+	}()
 }
 
 // serve writes the stream to one listener until it goes away, falls too far
