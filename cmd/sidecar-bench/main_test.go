@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/bench"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
+)
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"fanout", "--listeners", "10,5"},
+		{"fanout", "--rate", "fast"},
+		{"latency", "--bursts", "0"},
+		{"latency", "--player", "vlc"},
+		{"churn", "--cycles", "0"},
+	} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), args, &out, &errb); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+}
+
+// daemon is a real pulse-sidecar on loopback with everything in temp dirs.
+type daemon struct {
+	cmd                      *exec.Cmd
+	fifo, ws, ops, pulseSock string
+	runDir                   string
+	stderr                   bytes.Buffer
+}
+
+func startDaemon(t *testing.T) *daemon {
+	t.Helper()
+	pulseaudio := testenv.Tool(t, "pulseaudio")
+	ffmpeg := testenv.Tool(t, "ffmpeg")
+	dir := testenv.ShortTempDir(t)
+	bin := filepath.Join(dir, "pulse-sidecar")
+	if out, err := exec.Command("go", "build", "-o", bin, "../pulse-sidecar").CombinedOutput(); err != nil {
+		t.Fatalf("building the daemon: %v\n%s", err, out)
+	}
+	d := &daemon{
+		fifo: filepath.Join(dir, "speaker"), pulseSock: filepath.Join(dir, "pulse.sock"),
+		runDir: filepath.Join(dir, "run"), ops: testenv.FreeAddr(t),
+	}
+	speaker := testenv.FreeAddr(t)
+	d.ws = "ws://" + speaker + "/"
+	d.cmd = exec.Command(bin,
+		"--speaker-addr", speaker, "--microphone-addr", testenv.FreeAddr(t), "--ops-addr", d.ops,
+		"--speaker-fifo", d.fifo, "--microphone-fifo", filepath.Join(dir, "microphone"),
+		"--pulse-socket", d.pulseSock, "--run-dir", d.runDir, "--log-dir", "",
+		"--pulseaudio", pulseaudio, "--ffmpeg", ffmpeg, "--encoder-linger", "1s")
+	d.cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH")}
+	d.cmd.Stderr = &d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { d.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			d.cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("daemon stderr:\n%s", d.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d.ops + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready within 30s (last: %v)\n%s", err, d.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestFanoutAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"fanout", "--fifo", d.fifo, "--ws", d.ws,
+		"--pid", fmt.Sprint(d.cmd.Process.Pid), "--metrics", "http://" + d.ops + "/metrics",
+		"--listeners", "1,10", "--duration", "2s", "--warmup", "1s", "--settle", "0s", "--slow", "2", "--json"},
+		&out, &errb)
+	if err != nil {
+		t.Fatalf("fanout: %v\n%s", err, errb.String())
+	}
+	var res bench.FanoutResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("fanout JSON: %v\n%s", err, out.String())
+	}
+	if len(res.Steps) != 2 {
+		t.Fatalf("%d steps, want 2: %s", len(res.Steps), out.String())
+	}
+	for _, s := range res.Steps {
+		// The stream is 207 kbit/s; a loaded machine may shift a chunk
+		// across the step's edges, not lose half of it.
+		if s.KbpsPerListener < 100 || s.Delay.N == 0 || s.Dropped != 0 || s.CPU <= 0 || s.RSS <= 0 {
+			t.Errorf("step %+v looks wrong", s)
+		}
+	}
+	if res.Steps[1].Listeners != 10 || res.Steps[1].Slow != 2 {
+		t.Errorf("last step had %d listeners and %d slow, want 10 and 2", res.Steps[1].Listeners, res.Steps[1].Slow)
+	}
+	if res.Left.Listeners != 0 {
+		t.Errorf("relay still counts %d listeners after all left", res.Left.Listeners)
+	}
+	// The table form prints the same run for people.
+	if err := res.WriteTable(&out); err != nil || !strings.Contains(out.String(), "p99 ms") {
+		t.Errorf("table: %v", err)
+	}
+}
+
+func TestLatencyAgainstDaemon(t *testing.T) {
+	paplay := testenv.Tool(t, "paplay")
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"latency", "--ws", d.ws, "--metrics", "http://" + d.ops + "/metrics",
+		"--pulse-server", "unix:" + d.pulseSock, "--pulse-cookie", filepath.Join(d.runDir, "cookie"),
+		"--paplay", paplay, "--ffmpeg", testenv.Tool(t, "ffmpeg"), "--bursts", "3", "--json"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("latency: %v\n%s", err, errb.String())
+	}
+	var res bench.LatencyResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("latency JSON: %v\n%s", err, out.String())
+	}
+	if res.Summary.N < 2 || res.Summary.P50 <= 0 || res.Summary.P50 > 5*time.Second || res.FirstAudio <= 0 {
+		t.Errorf("latency result %+v looks wrong\n%s", res, errb.String())
+	}
+	if res.Cold == nil || !*res.Cold {
+		t.Errorf("the first listener of a fresh daemon should find the encoder cold: %v", res.Cold)
+	}
+}
+
+func TestChurnAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"churn", "--ws", d.ws, "--pid", fmt.Sprint(d.cmd.Process.Pid),
+		"--metrics", "http://" + d.ops + "/metrics", "--cycles", "50", "--cycle-rate", "50", "--settle", "0s", "--json"},
+		&out, &errb)
+	if err != nil {
+		t.Fatalf("churn: %v\n%s", err, errb.String())
+	}
+	var res bench.ChurnResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("churn JSON: %v\n%s", err, out.String())
+	}
+	if res.Failed != 0 || res.Left.Listeners != 0 || res.Before.Goroutines == 0 {
+		t.Errorf("churn result %+v", res)
+	}
+}
