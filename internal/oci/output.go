@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/atomicfile"
 )
 
 // RefNameAnnotation names an image inside an OCI layout's index.
@@ -70,7 +71,7 @@ func WriteOCIArchive(file string, img v1.Image, refName string) error {
 	if err := writeLayout(dir, img, refName); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
-	return writeFileAtomic(file, func(w io.Writer) error {
+	return atomicfile.Write(file, 0o644, func(w io.Writer) error {
 		return tarDir(w, dir, cf.Created.Time)
 	})
 }
@@ -81,7 +82,7 @@ func WriteDockerArchive(file string, img v1.Image, tag string) error {
 	if err != nil {
 		return fmt.Errorf("docker archive tag %q: %w", tag, err)
 	}
-	return writeFileAtomic(file, func(w io.Writer) error {
+	return atomicfile.Write(file, 0o644, func(w io.Writer) error {
 		return tarball.Write(t, img, w)
 	})
 }
@@ -138,32 +139,6 @@ func copyFile(w io.Writer, p string) error {
 	defer f.Close()
 	_, err = io.Copy(w, f)
 	return err
-}
-
-// writeFileAtomic writes through a temp file in the destination's directory
-// and renames it into place only after a successful write and fsync.
-func writeFileAtomic(file string, write func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := write(tmp); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), file)
 }
 
 func tempSibling(path string, dir bool) (string, error) {

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
-	"os"
-	"path/filepath"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/atomicfile"
 )
 
 // CookieLen is the size of PulseAudio's auth cookie.
@@ -42,38 +42,5 @@ func WriteCookie(path string, b []byte) error {
 	if len(b) != CookieLen {
 		return fmt.Errorf("cookie %s: %d bytes, want %d", path, len(b), CookieLen)
 	}
-	return writeFile(path, b, 0o600)
-}
-
-// writeFile replaces path atomically: readers (PulseAudio, a desktop
-// container sharing the directory) see the old or the new content, never a
-// partial one. The temp file is created with mode already restricted, so a
-// secret is never readable by others even for a moment.
-func writeFile(path string, b []byte, mode os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteBytes(path, b, 0o600)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/atomicfile"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
 )
 
@@ -89,10 +90,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	script := filepath.Join(d.RunDir, scriptName)
 	confPath := filepath.Join(d.RunDir, confName)
 	defer d.cleanup(log)
-	if err := writeFile(script, pa, 0o644); err != nil {
+	if err := atomicfile.WriteBytes(script, pa, 0o644); err != nil {
 		return fmt.Errorf("pulse: %w", err)
 	}
-	if err := writeFile(confPath, conf, 0o644); err != nil {
+	if err := atomicfile.WriteBytes(confPath, conf, 0o644); err != nil {
 		return fmt.Errorf("pulse: %w", err)
 	}
 	if err := WriteCookie(d.CookieFile, cookie); err != nil {
