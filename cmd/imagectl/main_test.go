@@ -162,3 +162,54 @@ func TestUsageErrors(t *testing.T) {
 		t.Errorf("missing lock: exit %d, %q", code, stderr)
 	}
 }
+
+// TestDebsDirMatchesMirrorBuild is the front ends' contract: Nix and Bazel
+// fetch the locked .debs themselves and call imagectl with --debs and
+// --daemon-binary, offline. Given the same daemon binary, that must give the
+// digest of a normal build that downloads from a mirror.
+func TestDebsDirMatchesMirrorBuild(t *testing.T) {
+	t.Setenv("SOURCE_DATE_EPOCH", "")
+	lockPath, debs, daemon := offlineFixture(t)
+	lock, err := debian.ReadLock(lockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A mirror serving the same files under their pool paths.
+	pool := map[string]string{}
+	ents, _ := os.ReadDir(debs)
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(debs, e.Name()))
+		sum := sha256.Sum256(b)
+		for _, p := range lock.Packages {
+			if p.SHA256 == hex.EncodeToString(sum[:]) {
+				pool["/"+p.Filename] = filepath.Join(debs, e.Name())
+			}
+		}
+	}
+	if len(pool) != len(lock.Packages) {
+		t.Fatalf("fixture: %d files for %d packages", len(pool), len(lock.Packages))
+	}
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, ok := pool[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, f)
+	}))
+	t.Cleanup(mirror.Close)
+
+	specPath := filepath.Join("..", "..", "image", "spec.json")
+	common := []string{"build", "--spec", specPath, "--lock", lockPath, "--daemon-binary", daemon, "--version", "1.0.0", "--revision", "test"}
+	code, fromMirror, stderr := runCmd(t, append(common, "--mirror", mirror.URL, "--security-mirror", mirror.URL, "--cache", t.TempDir())...)
+	if code != 0 {
+		t.Fatalf("mirror build exited %d: %s", code, stderr)
+	}
+	code, fromDir, stderr := runCmd(t, append(common, "--debs", debs)...)
+	if code != 0 {
+		t.Fatalf("--debs build exited %d: %s", code, stderr)
+	}
+	if !strings.HasPrefix(lastLine(fromDir), "sha256:") || lastLine(fromMirror) != lastLine(fromDir) {
+		t.Fatalf("mirror build %s, --debs build %s", lastLine(fromMirror), lastLine(fromDir))
+	}
+}
