@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -40,8 +39,8 @@ func TestRealImage(t *testing.T) {
 	testenv.Tool(t, "go") // imagectl compiles the daemon
 	podman := testenv.Tool(t, "podman")
 	testenv.Tool(t, "runc")
-	registryBin := testenv.Tool(t, "docker-registry")
-	t.Setenv(asImagectlEnv, "1") // verify re-executes this binary as imagectl
+	testenv.Tool(t, "docker-registry") // checked before minutes of building, not at the push
+	t.Setenv(asImagectlEnv, "1")       // verify re-executes this binary as imagectl
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 
@@ -97,7 +96,7 @@ func TestRealImage(t *testing.T) {
 	// Both registries serve exactly the built manifest, and it passes the policy.
 	inProcess := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(inProcess.Close)
-	for _, host := range []string{startDockerRegistry(t, registryBin), strings.TrimPrefix(inProcess.URL, "http://")} {
+	for _, host := range []string{testenv.DockerRegistry(t), strings.TrimPrefix(inProcess.URL, "http://")} {
 		repo := host + "/pulse-sidecar"
 		code, stdout, stderr := runCmdCtx(ctx, t, "push", layout, "--repository", repo, "--tag", "realimage")
 		if code != 0 {
@@ -198,41 +197,5 @@ func podmanIn(t *testing.T, podman, dir string) func(ctx context.Context, args .
 			t.Fatal(err)
 		}
 		return out
-	}
-}
-
-// startDockerRegistry runs the distribution registry on a free loopback
-// port with storage in a temp dir and returns its host:port.
-func startDockerRegistry(t *testing.T, bin string) string {
-	t.Helper()
-	addr := testenv.FreeAddr(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yml")
-	err := os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n",
-		filepath.Join(dir, "data"), addr)), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not listen on %s within 30s:\n%s", addr, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

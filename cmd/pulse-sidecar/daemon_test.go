@@ -35,24 +35,7 @@ type daemonUnderTest struct {
 	speakerFIFO, micFIFO string
 	exited               chan struct{}
 	exitErr              error
-	stderr               *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stderr               *testenv.SyncBuffer
 }
 
 func buildDaemon(t *testing.T) string {
@@ -75,7 +58,7 @@ func startDaemon(t *testing.T, bin string, extraArgs []string, extraEnv []string
 		speaker: testenv.FreeAddr(t), mic: testenv.FreeAddr(t), ops: testenv.FreeAddr(t),
 		socket: filepath.Join(dir, "pulse.sock"), cookie: filepath.Join(dir, "run", "cookie"),
 		speakerFIFO: filepath.Join(dir, "speaker"), micFIFO: filepath.Join(dir, "microphone"),
-		exited: make(chan struct{}), stderr: &lockedBuffer{},
+		exited: make(chan struct{}), stderr: &testenv.SyncBuffer{},
 	}
 	args := append([]string{
 		"--speaker-addr", d.speaker, "--microphone-addr", d.mic, "--ops-addr", d.ops,

@@ -38,7 +38,7 @@ type daemon struct {
 	cmd                      *exec.Cmd
 	fifo, ws, ops, pulseSock string
 	runDir                   string
-	stderr                   bytes.Buffer
+	stderr                   testenv.SyncBuffer
 }
 
 func startDaemon(t *testing.T) *daemon {

@@ -1,13 +1,10 @@
 package microphone
 
 import (
-	"fmt"
 	"io"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,20 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
-
-// requireTool finds an external program; in CI its absence is a failure.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI: %v", name, err)
-		}
-		t.Skipf("%s not installed: %v", name, err)
-	}
-	return p
-}
 
 // startProcess runs cmd until the test ends, then stops it by its PID
 // (SIGTERM, SIGKILL after a grace period).
@@ -89,55 +74,19 @@ func TestPulseAudioRecordsResampledTone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real-time test")
 	}
-	pulseaudio := requireTool(t, "pulseaudio")
-	parecord := requireTool(t, "parecord")
+	parecord := testenv.Tool(t, "parecord")
 
-	dir := t.TempDir()
-	// Unix socket paths are limited to 108 bytes; t.TempDir may be longer.
-	sockDir, err := os.MkdirTemp("/tmp", "mic")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	sock := filepath.Join(sockDir, "s")
-	fifoPath := filepath.Join(dir, "microphone")
-	home := filepath.Join(dir, "home")
-	if err := os.Mkdir(home, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	script := filepath.Join(dir, "default.pa")
-	conf := fmt.Sprintf(`load-module module-null-sink sink_name=speaker
-load-module module-pipe-source source_name=microphone file=%s format=float32le rate=44100 channels=1
-load-module module-native-protocol-unix socket=%s
-`, fifoPath, sock)
-	if err := os.WriteFile(script, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pa := exec.Command(pulseaudio, "-n", "--file="+script, "--daemonize=no", "--system=no",
-		"--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=no", "--realtime=no",
-		"--high-priority=no", "--no-cpu-limit", "--log-target=stderr")
-	pa.Env = append(os.Environ(), "HOME="+home, "XDG_RUNTIME_DIR="+home)
-	var paLog strings.Builder
-	pa.Stderr = &syncWriter{w: &paLog}
-	startProcess(t, pa)
-	deadline := time.Now().Add(testTimeout)
-	for {
-		_, e1 := os.Stat(sock)
-		_, e2 := os.Stat(fifoPath)
-		if e1 == nil && e2 == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pulseaudio did not create %s and %s:\n%s", sock, fifoPath, paLog.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	fifoPath := filepath.Join(t.TempDir(), "microphone")
+	pa := testenv.PulseAudio(t,
+		"load-module module-null-sink sink_name=speaker",
+		"load-module module-pipe-source source_name=microphone file="+fifoPath+" format=float32le rate=44100 channels=1",
+	)
 
 	r := startRelay(t, fifoPath, nil)
 	rec := &recorder{}
-	pr := exec.Command(parecord, "-s", "unix:"+sock, "--latency-msec=20", "-d", "microphone",
+	pr := exec.Command(parecord, "-s", pa.Server, "--latency-msec=20", "-d", "microphone",
 		"--raw", "--format=float32le", "--rate=44100", "--channels=1")
-	pr.Env = pa.Env
+	pr.Env = pa.Env()
 	pr.Stdout = rec
 	pr.Stderr = io.Discard
 	startProcess(t, pr)
@@ -165,7 +114,7 @@ load-module module-native-protocol-unix socket=%s
 	// the pipe before it (or is dropped for lack of a reader).
 	for i := 0; rec.len() == 0; i++ {
 		if i > int(testTimeout/period) {
-			t.Fatalf("parecord recorded nothing:\n%s", paLog.String())
+			t.Fatal("parecord recorded nothing")
 		}
 		send(silence)
 	}
@@ -203,16 +152,4 @@ load-module module-native-protocol-unix socket=%s
 	}
 	t.Logf("recorded %.3f s of tone; bytes written %g, dropped %g", dur,
 		testutil.ToFloat64(r.m.written), testutil.ToFloat64(r.m.dropped))
-}
-
-// syncWriter lets a process's output and the test read one builder safely.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
 }

@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
 var epoch = time.Unix(1747699200, 0)
@@ -286,48 +286,7 @@ func TestPushInProcessRegistry(t *testing.T) {
 
 // TestPushDockerRegistry pushes to the real distribution registry binary.
 func TestPushDockerRegistry(t *testing.T) {
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("docker-registry not installed: %v", err)
-		}
-		t.Skip("docker-registry not installed")
-	}
-	addr := freeAddr(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: %s
-http:
-  addr: %s
-`, filepath.Join(dir, "data"), addr)), 0o644)
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registry did not listen on %s: %s", addr, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	pushAndPull(t, addr)
+	pushAndPull(t, testenv.DockerRegistry(t))
 }
 
 func pushAndPull(t *testing.T, host string) {
@@ -360,16 +319,6 @@ func pushAndPull(t *testing.T, host string) {
 	if _, err := Push(ctx, img, repo, []string{"bad tag"}); err == nil {
 		t.Fatal("bad tag accepted")
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func BenchmarkNewLayer(b *testing.B) {

@@ -3,7 +3,6 @@ package speaker
 import (
 	"bytes"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -21,56 +20,10 @@ import (
 // returns its server address.
 func startPulse(t *testing.T) string {
 	t.Helper()
-	pulseaudio := testenv.Tool(t, "pulseaudio")
-	pactl := testenv.Tool(t, "pactl")
-	dir := testenv.ShortTempDir(t)
-	sock := filepath.Join(dir, "s")
-	conf := filepath.Join(dir, "default.pa")
-	script := "load-module module-null-sink sink_name=speaker rate=44100 channels=1 format=s16le\n" +
-		"load-module module-native-protocol-unix socket=" + sock + " auth-anonymous=1\n" +
-		"set-default-sink speaker\n"
-	if err := os.WriteFile(conf, []byte(script), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// As root PulseAudio warns that it is not meant to run so, and runs.
-	cmd := exec.Command(pulseaudio, "-n", "--file="+conf, "--daemonize=no", "--system=no",
-		"--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=no", "--realtime=no",
-		"--high-priority=no", "--no-cpu-limit", "--log-target=stderr")
-	cmd.Env = []string{"HOME=" + dir}
-	var logBuf syncBuffer
-	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("pulseaudio log:\n%s", logBuf.String())
-		}
-	})
-	server := "unix:" + sock
-	waitFor(t, "pulseaudio to answer", func() bool {
-		return exec.Command(pactl, "-s", server, "info").Run() == nil
-	})
-	return server
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return testenv.PulseAudio(t,
+		"load-module module-null-sink sink_name=speaker rate=44100 channels=1 format=s16le",
+		"set-default-sink speaker",
+	).Server
 }
 
 // recording collects what one websocket listener receives, with the time
