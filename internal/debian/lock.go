@@ -116,7 +116,7 @@ func (l *Lock) Validate() error {
 		switch {
 		case p.Name == "" || p.Version == "" || p.Architecture == "" || p.ForArch == "":
 			return fmt.Errorf("lock %s: name, version, architecture and for_arch are required", id)
-		case len(p.SHA256) != 64:
+		case !validSHA256(p.SHA256):
 			return fmt.Errorf("lock %s: sha256 %q is not 64 hex digits", id, p.SHA256)
 		case p.Size <= 0:
 			return fmt.Errorf("lock %s: size %d", id, p.Size)
@@ -133,6 +133,21 @@ func (l *Lock) Validate() error {
 		seen[key] = true
 	}
 	return nil
+}
+
+// validSHA256 accepts exactly 64 lowercase hex digits. Digests name files
+// in caches and --debs directories, so anything else (say a 64-character
+// "../../..") must never reach a path join.
+func validSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func validPoolPath(p string) bool {

@@ -2,6 +2,7 @@ package debian
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -80,7 +81,13 @@ func TestRealArchiveLock(t *testing.T) {
 // lists may be older than the mirror, so only names are compared.
 func compareWithApt(t *testing.T, names map[string]bool) {
 	t.Helper()
+	// Under CI the cross-check is part of what the test proves, so it
+	// must not quietly disappear.
+	ci := os.Getenv("CI") == "true"
 	if _, err := exec.LookPath("apt-get"); err != nil {
+		if ci {
+			t.Fatalf("CI=true but no apt-get for the cross-check: %v", err)
+		}
 		t.Log("no apt-get: skipping the cross-check")
 		return
 	}
@@ -89,6 +96,9 @@ func compareWithApt(t *testing.T, names map[string]bool) {
 	args := append([]string{"install", "--simulate", "-o", "Dir::State::Status=/dev/null", "-o", "APT::Install-Recommends=false"}, audioRoots...)
 	out, err := exec.CommandContext(ctx, "apt-get", args...).Output()
 	if err != nil {
+		if ci {
+			t.Fatalf("CI=true and apt-get --simulate failed: %v\n%s", err, stderrOf(err))
+		}
 		t.Logf("apt-get --simulate failed (%v): skipping the cross-check", err)
 		return
 	}
@@ -114,4 +124,13 @@ func compareWithApt(t *testing.T, names map[string]bool) {
 	if len(onlyUs)+len(onlyApt) > 0 {
 		t.Errorf("closure differs from apt's choice: only in ours %v, only in apt's %v", onlyUs, onlyApt)
 	}
+}
+
+// stderrOf returns what a failed command printed, which says why apt failed.
+func stderrOf(err error) []byte {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.Stderr
+	}
+	return nil
 }

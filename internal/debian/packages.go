@@ -100,7 +100,7 @@ func packageFromParagraph(para Paragraph) (Package, error) {
 		return p, fmt.Errorf("package %s %s: bad Size %q", p.Name, p.Version, size)
 	}
 	p.Size = n
-	if len(p.SHA256) != 64 {
+	if !validSHA256(p.SHA256) {
 		return p, fmt.Errorf("package %s %s: SHA256 %q is not 64 hex digits", p.Name, p.Version, p.SHA256)
 	}
 	p.Source, p.SourceVersion = splitSource(p.Source, p.Name, p.Version)

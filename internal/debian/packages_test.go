@@ -68,6 +68,8 @@ func TestParsePackagesErrors(t *testing.T) {
 		"missing SHA256":     "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/a\nSize: 1\n",
 		"bad Size":           "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/a\nSize: x\nSHA256: " + strings.Repeat("0", 64) + "\n",
 		"short SHA256":       "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/a\nSize: 1\nSHA256: 00\n",
+		"path as SHA256":     "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/a\nSize: 1\nSHA256: " + strings.Repeat("../", 21) + "x\n",
+		"uppercase SHA256":   "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/a\nSize: 1\nSHA256: " + strings.Repeat("AB", 32) + "\n",
 		"not a field":        "Package: a\nnonsense\n",
 		"stray continuation": " continued\n",
 	}

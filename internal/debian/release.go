@@ -92,7 +92,7 @@ func ParseRelease(where string, text []byte) (*Release, error) {
 		if len(f) == 0 {
 			continue
 		}
-		if len(f) != 3 || len(f[0]) != 64 {
+		if len(f) != 3 || !validSHA256(strings.ToLower(f[0])) {
 			return nil, fmt.Errorf("%s: malformed SHA256 line %q", where, strings.TrimSpace(line))
 		}
 		size, err := strconv.ParseInt(f[1], 10, 64)
@@ -135,13 +135,19 @@ func VerifyInRelease(suite string, inRelease []byte, keyring openpgp.KeyRing, op
 		return nil, fmt.Errorf("suite %s: verification needs a reference time", suite)
 	}
 	cfg := &packet.Config{Time: func() time.Time { return now }}
-	_, _, err = openpgp.VerifyDetachedSignature(keyring, bytes.NewReader(block.Bytes), bytes.NewReader(sig), cfg)
+	signature, _, err := openpgp.VerifyDetachedSignature(keyring, bytes.NewReader(block.Bytes), bytes.NewReader(sig), cfg)
 	switch {
 	case errors.Is(err, pgperrors.ErrUnknownIssuer):
 		return nil, fmt.Errorf("suite %s: InRelease is not signed by a pinned key (signed by %s)", suite, strings.Join(signatureIssuers(sig), ", "))
 	case errors.Is(err, pgperrors.ErrKeyExpired) && opts.AllowExpired:
-		// An old snapshot may be signed by a key that has expired since;
-		// the signature itself was checked before expiry was.
+		// An old snapshot may be signed by a key that has expired since,
+		// but not by one that had already expired when it signed:
+		// go-crypto reports key expiry before looking at the signature's
+		// date, so whoever holds a retired key could otherwise sign fresh
+		// metadata with it.
+		if err := verifiedWhenSigned(block.Bytes, sig, keyring, signature, now); err != nil {
+			return nil, fmt.Errorf("suite %s: bad InRelease signature: %w", suite, err)
+		}
 	case err != nil:
 		return nil, fmt.Errorf("suite %s: bad InRelease signature: %w", suite, err)
 	}
@@ -153,6 +159,24 @@ func VerifyInRelease(suite string, inRelease []byte, keyring openpgp.KeyRing, op
 		return nil, fmt.Errorf("suite %s: Release expired at %s (Valid-Until); refusing possibly stale metadata", suite, rel.ValidUntil.Format(time.RFC3339))
 	}
 	return rel, nil
+}
+
+// verifiedWhenSigned checks a signature whose key has expired by now: it
+// must verify with the clock set to its own creation time (the key was
+// valid then), and that time must not be in the future.
+func verifiedWhenSigned(signed, sig []byte, keyring openpgp.KeyRing, signature *packet.Signature, now time.Time) error {
+	if signature == nil {
+		return pgperrors.ErrKeyExpired
+	}
+	created := signature.CreationTime
+	if created.After(now) {
+		return fmt.Errorf("signature made at %s, after the reference time %s", created.Format(time.RFC3339), now.Format(time.RFC3339))
+	}
+	cfg := &packet.Config{Time: func() time.Time { return created }}
+	if _, _, err := openpgp.VerifyDetachedSignature(keyring, bytes.NewReader(signed), bytes.NewReader(sig), cfg); err != nil {
+		return fmt.Errorf("signature made at %s: %w", created.Format(time.RFC3339), err)
+	}
+	return nil
 }
 
 // signatureIssuers lists the key IDs a signature block claims, for an error

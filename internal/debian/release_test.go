@@ -120,6 +120,7 @@ func TestParseReleaseErrors(t *testing.T) {
 		"no sums":      "Suite: a\nDate: Sat, 21 Nov 2026 00:53:02 UTC\n",
 		"bad sum line": "Suite: a\nDate: Sat, 21 Nov 2026 00:53:02 UTC\nSHA256:\n abc 12 x\n",
 		"bad size":     "Suite: a\nDate: Sat, 21 Nov 2026 00:53:02 UTC\nSHA256:\n " + strings.Repeat("a", 64) + " -1 x\n",
+		"path as sum":  "Suite: a\nDate: Sat, 21 Nov 2026 00:53:02 UTC\nSHA256:\n " + strings.Repeat("../", 21) + "x 12 x\n",
 	} {
 		if _, err := ParseRelease("r", []byte(doc)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -160,5 +161,31 @@ func TestLoadKeyringErrors(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "junk.asc"), []byte("not a key"), 0o644)
 	if _, err := LoadKeyring(dir); err == nil || !strings.Contains(err.Error(), "junk.asc") {
 		t.Errorf("junk key: %v", err)
+	}
+}
+
+// TestVerifyInReleaseExpiredKey: AllowExpired accepts a signature made
+// while the key was valid, but never one the key made after it expired.
+func TestVerifyInReleaseExpiredKey(t *testing.T) {
+	created := testDate.Add(-365 * 24 * time.Hour)
+	key := debiantest.NewExpiringKey(t, "retired archive", created, 30*24*time.Hour)
+	ring := openpgp.EntityList{key}
+	expiry := created.Add(30 * 24 * time.Hour)
+	now := testDate.Add(time.Hour)
+
+	before := debiantest.ClearSignAt(t, key, testRelease(time.Time{}), expiry.Add(-24*time.Hour))
+	if _, err := VerifyInRelease("bookworm", before, ring, VerifyOptions{Now: now}); err == nil {
+		t.Error("signature by a key expired since accepted without AllowExpired")
+	}
+	if _, err := VerifyInRelease("bookworm", before, ring, VerifyOptions{Now: now, AllowExpired: true}); err != nil {
+		t.Errorf("signature made while the key was valid, AllowExpired: %v", err)
+	}
+
+	after := debiantest.ClearSignAt(t, key, testRelease(time.Time{}), expiry.Add(24*time.Hour))
+	for _, allow := range []bool{false, true} {
+		_, err := VerifyInRelease("bookworm", after, ring, VerifyOptions{Now: now, AllowExpired: allow})
+		if err == nil || !strings.Contains(err.Error(), "bad InRelease signature") || !strings.Contains(err.Error(), "bookworm") {
+			t.Errorf("signature made after the key expired, AllowExpired=%v: err = %v", allow, err)
+		}
 	}
 }

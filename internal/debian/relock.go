@@ -128,7 +128,11 @@ func (o RelockOptions) mirrors() (map[string]string, error) {
 		if root == "" {
 			root = "/"
 		}
-		apt, err := MirrorsFromAptSources(root)
+		suites := o.Suites
+		if len(suites) == 0 {
+			suites = DefaultSuites()
+		}
+		apt, err := MirrorsFromAptSourcesFor(root, suites)
 		if err != nil {
 			return nil, fmt.Errorf("reading apt sources for default mirrors: %w", err)
 		}

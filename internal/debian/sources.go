@@ -3,86 +3,181 @@ package debian
 import (
 	"bufio"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 )
 
-// aptSource is one (URI, suite) pair of an apt source entry.
+// aptSource is one (URI, suite) pair of an apt "deb" entry.
 type aptSource struct {
 	uri, suite, file string
-}
-
-// archiveForSuite maps a suite name to the archive that serves it: security
-// updates live in their own archive, everything else in the main one.
-func archiveForSuite(suite string) string {
-	if strings.HasSuffix(suite, "-security") || strings.HasSuffix(suite, "/updates") {
-		return "debian-security"
-	}
-	return "debian"
+	components       []string
 }
 
 // MirrorsFromAptSources returns the base URL per archive ("debian",
-// "debian-security") configured in root's apt sources: the deb822
-// sources.list.d/*.sources files and the one-line sources.list. Only "deb"
-// entries count; disabled deb822 entries (Enabled: no) are skipped. When two
-// entries disagree on an archive's URL, the first in file name order wins,
-// the order apt reads them in.
+// "debian-security") configured in root's apt sources for DefaultSuites.
 func MirrorsFromAptSources(root string) (map[string]string, error) {
+	return MirrorsFromAptSourcesFor(root, DefaultSuites())
+}
+
+// MirrorsFromAptSourcesFor returns the base URL per archive of suites
+// configured in root's apt sources. An entry counts for an archive only
+// when it is a "deb" entry with an http or https URI (cdrom:, file: and
+// mirror+ methods name no base URL to fetch from), one of the archive's
+// suites and the main component: a machine's sources routinely include
+// third-party repositories for the same codename.
+//
+// Of several matching URIs the one that looks like the archive wins: its
+// path ends in /<archive> (or /<archive>/<snapshot timestamp>), then the
+// one configured for more of the archive's suites, then the first in the
+// order apt reads: sources.list, then sources.list.d's *.list and
+// *.sources files together in file name order.
+func MirrorsFromAptSourcesFor(root string, suites []SuiteRef) (map[string]string, error) {
 	srcs, err := readAptSources(root)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]string{}
-	for _, s := range srcs {
-		a := archiveForSuite(s.suite)
-		if _, ok := out[a]; !ok {
-			out[a] = strings.TrimSuffix(s.uri, "/")
+	archiveOf := map[string]string{}
+	for _, s := range suites {
+		archiveOf[s.Suite] = s.Archive
+	}
+	type candidate struct {
+		uri    string
+		first  int // position in apt's reading order
+		suites map[string]bool
+	}
+	byArchive := map[string]map[string]*candidate{}
+	for i, s := range srcs {
+		archive, ok := archiveOf[s.suite]
+		if !ok || !httpURI(s.uri) || !slices.Contains(s.components, "main") {
+			continue
 		}
+		uri := strings.TrimSuffix(s.uri, "/")
+		if byArchive[archive] == nil {
+			byArchive[archive] = map[string]*candidate{}
+		}
+		c, ok := byArchive[archive][uri]
+		if !ok {
+			c = &candidate{uri: uri, first: i, suites: map[string]bool{}}
+			byArchive[archive][uri] = c
+		}
+		c.suites[s.suite] = true
+	}
+	out := map[string]string{}
+	for archive, cands := range byArchive {
+		var best *candidate
+		for _, c := range cands {
+			if best == nil || betterMirror(archive, c.uri, len(c.suites), c.first, best.uri, len(best.suites), best.first) {
+				best = c
+			}
+		}
+		out[archive] = best.uri
 	}
 	return out, nil
 }
 
-func readAptSources(root string) ([]aptSource, error) {
-	var out []aptSource
-	list := filepath.Join(root, "etc/apt/sources.list")
-	if b, err := os.ReadFile(list); err == nil {
-		srcs, err := parseOneLineSources(list, string(b))
-		if err != nil {
-			return nil, err
+// betterMirror orders candidate URIs for archive: archive-shaped path,
+// then suite coverage, then apt's reading order. It is a strict order, so
+// the pick does not depend on map iteration.
+func betterMirror(archive, uri string, suites, first int, bestURI string, bestSuites, bestFirst int) bool {
+	if a, b := pathNamesArchive(uri, archive), pathNamesArchive(bestURI, archive); a != b {
+		return a
+	}
+	if suites != bestSuites {
+		return suites > bestSuites
+	}
+	return first < bestFirst
+}
+
+// pathNamesArchive reports whether uri's path ends in the archive's name,
+// directly or followed by a snapshot timestamp, as Debian mirrors and the
+// snapshot archive lay archives out.
+func pathNamesArchive(uri, archive string) bool {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return false
+	}
+	segs := strings.Split(strings.Trim(u.Path, "/"), "/")
+	n := len(segs)
+	return segs[n-1] == archive || (n >= 2 && segs[n-2] == archive && snapshotStamp(segs[n-1]))
+}
+
+// snapshotStamp matches YYYYMMDDTHHMMSSZ.
+func snapshotStamp(s string) bool {
+	if len(s) != 16 || s[8] != 'T' || s[15] != 'Z' {
+		return false
+	}
+	for i, c := range s {
+		if i != 8 && i != 15 && (c < '0' || c > '9') {
+			return false
 		}
-		out = append(out, srcs...)
+	}
+	return true
+}
+
+func httpURI(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// aptSourceFiles lists root's apt source files in the order apt reads
+// them: sources.list first, then sources.list.d's *.list and *.sources
+// files interleaved by name. Like apt, names with characters other than
+// letters, digits, "_", "-" and "." are ignored.
+func aptSourceFiles(root string) ([]string, error) {
+	var files []string
+	list := filepath.Join(root, "etc/apt/sources.list")
+	if _, err := os.Stat(list); err == nil {
+		files = append(files, list)
 	} else if !os.IsNotExist(err) {
 		return nil, err
 	}
-	files, err := filepath.Glob(filepath.Join(root, "etc/apt/sources.list.d/*.sources"))
+	dir := filepath.Join(root, "etc/apt/sources.list.d")
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return files, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(files)
+	// ReadDir sorts by name.
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !aptFileName(name) || (!strings.HasSuffix(name, ".list") && !strings.HasSuffix(name, ".sources")) {
+			continue
+		}
+		files = append(files, filepath.Join(dir, name))
+	}
+	return files, nil
+}
+
+func aptFileName(name string) bool {
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func readAptSources(root string) ([]aptSource, error) {
+	files, err := aptSourceFiles(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []aptSource
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, err
 		}
-		srcs, err := parseDeb822Sources(f, string(b))
-		if err != nil {
-			return nil, err
+		parse := parseOneLineSources
+		if strings.HasSuffix(f, ".sources") {
+			parse = parseDeb822Sources
 		}
-		out = append(out, srcs...)
-	}
-	lists, err := filepath.Glob(filepath.Join(root, "etc/apt/sources.list.d/*.list"))
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(lists)
-	for _, f := range lists {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		srcs, err := parseOneLineSources(f, string(b))
+		srcs, err := parse(f, string(b))
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +211,7 @@ func parseOneLineSources(file, text string) ([]aptSource, error) {
 		if len(f) < 2 {
 			return nil, fmt.Errorf("%s line %d: want \"deb URI SUITE [COMPONENT...]\"", file, n+1)
 		}
-		out = append(out, aptSource{uri: f[0], suite: f[1], file: file})
+		out = append(out, aptSource{uri: f[0], suite: f[1], components: f[2:], file: file})
 	}
 	return out, nil
 }
@@ -128,30 +223,22 @@ func parseDeb822Sources(file, text string) ([]aptSource, error) {
 		if strings.EqualFold(p.Value("Enabled"), "no") {
 			return nil
 		}
-		if !containsField(p.Value("Types"), "deb") {
+		if !slices.Contains(strings.Fields(p.Value("Types")), "deb") {
 			return nil
 		}
 		uris, suites := strings.Fields(p.Value("URIs")), strings.Fields(p.Value("Suites"))
 		if len(uris) == 0 || len(suites) == 0 {
 			return fmt.Errorf("%s: entry without URIs or Suites", file)
 		}
+		components := strings.Fields(p.Value("Components"))
 		for _, u := range uris {
 			for _, s := range suites {
-				out = append(out, aptSource{uri: u, suite: s, file: file})
+				out = append(out, aptSource{uri: u, suite: s, components: components, file: file})
 			}
 		}
 		return nil
 	})
 	return out, err
-}
-
-func containsField(list, want string) bool {
-	for _, f := range strings.Fields(list) {
-		if f == want {
-			return true
-		}
-	}
-	return false
 }
 
 // SnapshotBaseFromAptSources finds a snapshot archive in comments of root's
@@ -160,14 +247,9 @@ func containsField(list, want string) bool {
 // before "/archive/". It returns "" when there is none; callers let a flag
 // or environment variable take precedence.
 func SnapshotBaseFromAptSources(root string) (string, error) {
-	var files []string
-	for _, pattern := range []string{"etc/apt/sources.list", "etc/apt/sources.list.d/*.sources", "etc/apt/sources.list.d/*.list"} {
-		m, err := filepath.Glob(filepath.Join(root, pattern))
-		if err != nil {
-			return "", err
-		}
-		sort.Strings(m)
-		files = append(files, m...)
+	files, err := aptSourceFiles(root)
+	if err != nil {
+		return "", err
 	}
 	for _, f := range files {
 		b, err := os.ReadFile(f)

@@ -76,3 +76,84 @@ func TestMirrorsFromAptSourcesErrors(t *testing.T) {
 		t.Errorf("no apt config: %v, %v", got, err)
 	}
 }
+
+// TestMirrorsFromAptSourcesThirdParty: repositories for the same codename
+// that are not Debian must not become the "debian" archive, even when apt
+// reads them first.
+func TestMirrorsFromAptSourcesThirdParty(t *testing.T) {
+	root := t.TempDir()
+	// Sorts before debian.sources, same suite, not the main component.
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/adoptium.sources"),
+		"Types: deb\nURIs: https://vendor.test/artifactory/deb\nSuites: bookworm\nComponents: jdk\n")
+	// main component, but a path that is not an archive's.
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/a-tools.list"),
+		"deb https://tools.test/apt bookworm main\n")
+	// A path ending in /debian with main: only one of the suites.
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/b-vendor.list"),
+		"deb https://pkgs.vendor.test/stable/debian bookworm main\n")
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/debian.sources"),
+		"Types: deb\nURIs: http://mirror.test/debian/\nSuites: bookworm bookworm-updates\nComponents: main contrib\n\n"+
+			"Types: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\nComponents: main\n")
+	got, err := MirrorsFromAptSources(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"debian": "http://mirror.test/debian", "debian-security": "http://mirror.test/debian-security"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// TestMirrorsFromAptSourcesOrder: sources.list first, then .list and
+// .sources files interleaved by name, as apt reads them.
+func TestMirrorsFromAptSourcesOrder(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/10-first.list"), "deb http://first.test/debian bookworm main\n")
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/20-second.sources"),
+		"Types: deb\nURIs: http://second.test/debian\nSuites: bookworm\nComponents: main\n")
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/05 ignored.list"), "deb http://ignored.test/debian bookworm main\n")
+	got, err := MirrorsFromAptSources(root)
+	if err != nil || got["debian"] != "http://first.test/debian" {
+		t.Errorf("got %v, %v; want first.test (a .list sorting before a .sources)", got, err)
+	}
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list"), "deb http://main.test/debian bookworm main\n")
+	if got, err := MirrorsFromAptSources(root); err != nil || got["debian"] != "http://main.test/debian" {
+		t.Errorf("got %v, %v; want sources.list to come first", got, err)
+	}
+}
+
+// TestMirrorsFromAptSourcesUnusable: entries with no fetchable base URL,
+// disabled ones and other suites never count.
+func TestMirrorsFromAptSourcesUnusable(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list"), `deb cdrom:[Debian GNU/Linux 12]/ bookworm main
+deb file:/srv/debian bookworm main
+deb mirror+file:/etc/apt/mirrors/debian.list bookworm main
+deb http://old.test/debian bullseye main
+deb http://m.test/debian-security bookworm-security contrib
+`)
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/off.sources"),
+		"Enabled: no\nTypes: deb\nURIs: http://off.test/debian\nSuites: bookworm\nComponents: main\n")
+	got, err := MirrorsFromAptSources(root)
+	if err != nil || len(got) != 0 {
+		t.Errorf("got %v, %v; want nothing", got, err)
+	}
+	// Snapshot URLs name the archive before the timestamp.
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/snap.list"),
+		"deb http://other.test/repo bookworm main\ndeb http://snap.test/archive/debian/20250520T000000Z bookworm main\n")
+	if got, err := MirrorsFromAptSources(root); err != nil || got["debian"] != "http://snap.test/archive/debian/20250520T000000Z" {
+		t.Errorf("snapshot: got %v, %v", got, err)
+	}
+}
+
+// TestMirrorsFromAptSourcesForSuites: the wanted suites decide which
+// entries count.
+func TestMirrorsFromAptSourcesForSuites(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list"),
+		"deb http://m.test/debian bookworm main\ndeb http://t.test/debian trixie main\n")
+	got, err := MirrorsFromAptSourcesFor(root, []SuiteRef{{Archive: "debian", Suite: "trixie"}})
+	if err != nil || !reflect.DeepEqual(got, map[string]string{"debian": "http://t.test/debian"}) {
+		t.Errorf("got %v, %v", got, err)
+	}
+}

@@ -17,6 +17,11 @@ type Payload struct {
 	origin  string
 	entries []payloadEntry
 	fixups  []Fixup
+	// seen maps each kept path to its latest entry, so a hard link is
+	// resolved against this payload alone: resolving against the tree
+	// would make a link to another package's file work or fail depending
+	// on which package came first.
+	seen map[string]int
 }
 
 type payloadEntry struct {
@@ -35,8 +40,8 @@ type payloadEntry struct {
 //
 // The payload is untrusted. Refused, with an error naming the package and
 // path: absolute paths, ".." components, writing through a symlink, hard
-// links to anything but a regular file already in the tree or earlier in
-// the payload, device nodes, FIFOs, sockets and unknown entry types, and a
+// links to anything but a regular file earlier in the same payload (a
+// package cannot link to another package's file), device nodes, FIFOs, sockets and unknown entry types, and a
 // path that another package (or the same payload) provides differently.
 // Identical files, symlinks and directories merge.
 //
@@ -56,7 +61,7 @@ func (f *FS) AddTar(origin string, tr *tar.Reader, keep Filter) error {
 // without touching the tree. It is safe to call from several goroutines at
 // once, and alongside any other method.
 func (f *FS) ReadPayload(origin string, tr *tar.Reader, keep Filter) (*Payload, error) {
-	p := &Payload{origin: origin}
+	p := &Payload{origin: origin, seen: map[string]int{}}
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -106,7 +111,10 @@ func (f *FS) readEntry(p *Payload, hdr *tar.Header, r io.Reader, keep Filter) er
 		if err != nil {
 			return fmt.Errorf("%s: hard link target: %w", name, err)
 		}
-		e.target, e.linkname = target, hdr.Linkname
+		if e.target, err = p.linkTarget(name, target, hdr.Linkname); err != nil {
+			return err
+		}
+		e.linkname = hdr.Linkname
 	case tar.TypeReg:
 		if hdr.Size < 0 || hdr.Size > f.maxFileSize {
 			return fmt.Errorf("%s: size %d outside 0..%d", name, hdr.Size, f.maxFileSize)
@@ -117,8 +125,27 @@ func (f *FS) readEntry(p *Payload, hdr *tar.Header, r io.Reader, keep Filter) er
 		}
 		e.sum, e.size = sum, hdr.Size
 	}
+	p.seen[name] = len(p.entries)
 	p.entries = append(p.entries, e)
 	return nil
+}
+
+// linkTarget resolves a hard link to the regular file it shares content
+// with, among the entries this payload kept so far. A link to an earlier
+// link resolves to that link's file.
+func (p *Payload) linkTarget(name, target, linkname string) (string, error) {
+	i, ok := p.seen[target]
+	if !ok || target == "" {
+		return "", fmt.Errorf("%s: hard link to %s, which is not an earlier file in the tree of this package (hard links may only point at a regular file earlier in the same payload; %s is not yet seen, filtered out or shipped by another package)", name, linkname, target)
+	}
+	switch t := p.entries[i]; t.typ {
+	case tar.TypeReg:
+		return t.path, nil
+	case tar.TypeLink:
+		return t.target, nil
+	default:
+		return "", fmt.Errorf("%s: hard link to %s, which is a %s", name, linkname, typeName(t.typ))
+	}
 }
 
 // sanitize returns the entry's normalised mode and records every change.

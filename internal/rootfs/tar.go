@@ -50,35 +50,50 @@ func (f *FS) mergeNode(p string, n *node) error {
 	return nil
 }
 
-// addHardLink links p to an earlier regular file. Linking to a path the
-// tree does not have (not yet seen, filtered out, or outside the payload)
-// is refused: the link would otherwise dangle or smuggle in content.
+// addHardLink links p to target, a regular file the same payload added
+// earlier (ReadPayload checked that). Link groups are the union of every
+// package's declared links: a path several packages ship is one path, so
+// groups that meet at it merge. Adding a plain file never changes a group,
+// so the result does not depend on the order of packages; identical files
+// at paths no package links stay separate files (the store still keeps
+// their content once).
 func (f *FS) addHardLink(origin, p, target, linkname string) error {
 	t, ok := f.nodes[target]
-	if !ok || target == "" {
-		return fmt.Errorf("%s: hard link to %s, which is not an earlier file in the tree (not yet seen, filtered out or outside the payload)", p, linkname)
-	}
-	if t.typ != tar.TypeReg {
-		return fmt.Errorf("%s: hard link to %s, which is a %s", p, linkname, typeName(t.typ))
+	if !ok || t.typ != tar.TypeReg {
+		// Unreachable for payloads from ReadPayload; kept so a broken
+		// invariant is an error rather than a dangling link.
+		return fmt.Errorf("%s: hard link to %s, which is not a regular file in the tree", p, linkname)
 	}
 	if target == p {
 		return nil
 	}
-	if old, ok := f.nodes[p]; ok {
-		if old.typ != tar.TypeReg || old.ino.sum != t.ino.sum || old.mode != t.mode {
-			return fmt.Errorf("%s: hard link to %s conflicts with %s's entry", p, linkname, originName(old.origin))
-		}
-		if origin > old.origin {
-			origin = old.origin
-		}
-		// An identical file that another package ships unlinked becomes a
-		// link too, so the output does not depend on which package came
-		// first.
-		f.unlink(p)
+	old, ok := f.nodes[p]
+	if !ok {
+		t.ino.links++
+		f.nodes[p] = &node{typ: tar.TypeReg, mode: t.mode, uid: t.uid, gid: t.gid, ino: t.ino, origin: origin}
+		return nil
 	}
-	t.ino.links++
-	f.nodes[p] = &node{typ: tar.TypeReg, mode: t.mode, uid: t.uid, gid: t.gid, ino: t.ino, origin: origin}
+	if old.typ != tar.TypeReg || old.ino.sum != t.ino.sum || old.ino.size != t.ino.size || old.mode != t.mode {
+		return fmt.Errorf("%s: hard link to %s conflicts with %s's entry", p, linkname, originName(old.origin))
+	}
+	if origin < old.origin {
+		old.origin = origin
+	}
+	if old.ino != t.ino {
+		f.joinLinks(old.ino, t.ino)
+	}
 	return nil
+}
+
+// joinLinks moves every path of group from into group to.
+func (f *FS) joinLinks(from, to *inode) {
+	for _, n := range f.nodes {
+		if n.ino == from {
+			n.ino = to
+			to.links++
+		}
+	}
+	from.links = 0
 }
 
 func typeName(t byte) string {

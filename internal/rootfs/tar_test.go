@@ -503,3 +503,76 @@ func TestParallelReadPayload(t *testing.T) {
 		t.Fatal("parallel reading changes the output")
 	}
 }
+
+// TestHardLinkGroupsOrderIndependent: package a links y to x, package b
+// ships an identical y and links z to it. Whatever the order, the groups
+// meet at y, so x, y and z end up as one set of links.
+func TestHardLinkGroupsOrderIndependent(t *testing.T) {
+	a := []debtest.Entry{debtest.File("./x", "same"), debtest.Link("./y", "./x")}
+	b := []debtest.Entry{debtest.File("./y", "same"), debtest.Link("./z", "./y")}
+	f1, f2 := rootfs.New(), rootfs.New()
+	mustAdd(t, f1, "a", a...)
+	mustAdd(t, f1, "b", b...)
+	mustAdd(t, f2, "b", b...)
+	mustAdd(t, f2, "a", a...)
+	o1, out := writeAndRead(t, f1)
+	o2, _ := writeAndRead(t, f2)
+	if !bytes.Equal(o1, o2) {
+		t.Fatal("hard link groups depend on package order")
+	}
+	if len(out) != 3 || out[0].body != "same" || out[1].hdr.Linkname != "x" || out[2].hdr.Linkname != "x" {
+		t.Errorf("want x with y and z linked to it, got %+v", out)
+	}
+}
+
+// TestIdenticalFilesStaySeparate: equal content at paths no package links
+// is two files, not a link, in either order.
+func TestIdenticalFilesStaySeparate(t *testing.T) {
+	a := []debtest.Entry{debtest.File("./x", "same")}
+	b := []debtest.Entry{debtest.File("./y", "same"), debtest.Link("./z", "./y")}
+	for _, order := range [][]string{{"a", "b"}, {"b", "a"}} {
+		f := rootfs.New()
+		for _, name := range order {
+			mustAdd(t, f, name, map[string][]debtest.Entry{"a": a, "b": b}[name]...)
+		}
+		if e, _ := f.Lookup("x"); e.Type != tar.TypeReg {
+			t.Errorf("order %v: x = %+v, want a separate file", order, e)
+		}
+		if e, _ := f.Lookup("z"); e.Type != tar.TypeLink || e.Linkname != "y" {
+			t.Errorf("order %v: z = %+v, want a link to y", order, e)
+		}
+	}
+}
+
+// TestHardLinkToOtherPackageRefused: a link may only point into its own
+// package, so a link to a file only another package ships fails whichever
+// package comes first.
+func TestHardLinkToOtherPackageRefused(t *testing.T) {
+	owner := []debtest.Entry{debtest.Dir("./usr/"), debtest.File("./usr/x", "content")}
+	linker := []debtest.Entry{debtest.Dir("./usr/"), debtest.Link("./usr/y", "./usr/x")}
+	for _, ownerFirst := range []bool{true, false} {
+		f := rootfs.New()
+		if ownerFirst {
+			mustAdd(t, f, "owner", owner...)
+		}
+		err := f.AddTar("linker", tarOf(t, linker...), nil)
+		if err == nil {
+			t.Fatalf("owner first=%v: link to another package's file accepted", ownerFirst)
+		}
+		for _, want := range []string{"package linker: ", "usr/y", "./usr/x", "same payload"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("owner first=%v: error %q should mention %q", ownerFirst, err, want)
+			}
+		}
+	}
+}
+
+// TestHardLinkChainInPayload: GNU tar links to the first path, but a link
+// to an earlier link is the same file and is accepted.
+func TestHardLinkChainInPayload(t *testing.T) {
+	f := rootfs.New()
+	mustAdd(t, f, "p", debtest.File("./a", "c"), debtest.Link("./b", "./a"), debtest.Link("./c", "./b"))
+	if e, _ := f.Lookup("c"); e.Type != tar.TypeLink || e.Linkname != "a" {
+		t.Errorf("c = %+v", e)
+	}
+}

@@ -197,8 +197,17 @@ func Build(t testing.TB, s Suite) map[string][]byte {
 // ClearSign wraps text in a clearsigned message by signer.
 func ClearSign(t testing.TB, signer *openpgp.Entity, text []byte) []byte {
 	t.Helper()
+	return ClearSignAt(t, signer, text, pgpConfig().Now())
+}
+
+// ClearSignAt is ClearSign with the signature dated at, which may lie
+// outside the key's lifetime: tests of expiry need such signatures.
+func ClearSignAt(t testing.TB, signer *openpgp.Entity, text []byte, at time.Time) []byte {
+	t.Helper()
+	cfg := pgpConfig()
+	cfg.Time = func() time.Time { return at }
 	var out bytes.Buffer
-	w, err := clearsign.Encode(&out, signer.PrivateKey, pgpConfig())
+	w, err := clearsign.Encode(&out, signer.PrivateKey, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +218,20 @@ func ClearSign(t testing.TB, signer *openpgp.Entity, text []byte) []byte {
 		t.Fatal(err)
 	}
 	return out.Bytes()
+}
+
+// NewExpiringKey generates a signing key created at created that expires
+// lifetime later, like an archive key of a past release.
+func NewExpiringKey(t testing.TB, name string, created time.Time, lifetime time.Duration) *openpgp.Entity {
+	t.Helper()
+	cfg := pgpConfig()
+	cfg.Time = func() time.Time { return created }
+	cfg.KeyLifetimeSecs = uint32(lifetime / time.Second)
+	e, err := openpgp.NewEntity(name, "test", "archive@example.invalid", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 func writeParagraph(w *bytes.Buffer, p Pkg, pool string, body []byte) {
