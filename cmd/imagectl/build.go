@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -61,7 +63,7 @@ func (f *buildFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cache, "cache", "", "download cache (default $IMAGECTL_CACHE, else $XDG_CACHE_HOME/pulse-sidecar/debs)")
 	fs.IntVar(&f.parallel, "parallel", 6, "downloads at once")
 	fs.StringVar(&f.version, "version", "dev", "version stamped into the daemon and the image annotations")
-	fs.StringVar(&f.revision, "revision", "", "source revision for the image annotations (default: the git commit of the spec's checkout, -dirty when it has changes)")
+	fs.StringVar(&f.revision, "revision", "", "source revision for the image annotations (default: the git commit of the spec's checkout, -dirty when it has changes; \""+noRevision+"\" for no revision annotation)")
 	fs.StringVar(&f.sourceDateEpoch, "source-date-epoch", "", "timestamp of everything in the image (default $SOURCE_DATE_EPOCH, else the lock's newest suite date)")
 }
 
@@ -160,8 +162,22 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if f.revision == "" {
+	tag := f.tag
+	if tag == "" {
+		tag = s.Name + ":" + f.version
+	}
+	// Checked before the build, which takes minutes: a docker archive
+	// needs a valid image name, and finding out at the end wastes the build.
+	if f.dockerArchive != "" {
+		if _, err := name.NewTag(tag); err != nil {
+			return usagef("--tag %q (default <spec name>:<version>) is not a valid image name for --docker-archive: %v", tag, err)
+		}
+	}
+	switch f.revision {
+	case "":
 		f.revision = defaultRevision(f.spec)
+	case noRevision:
+		f.revision = ""
 	}
 	debs, err := fetchDebs(ctx, f, lock, arch, stderr)
 	if err != nil {
@@ -201,32 +217,64 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	tag := f.tag
-	if tag == "" {
-		tag = s.Name + ":" + f.version
+	if err := writeOutputs(f, img, tag, *desc, doc); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, desc.Digest)
+	return nil
+}
+
+// writeOutputs stages every output beside its destination and puts them in
+// place only once all were written, so a failure (a full disk at the last
+// archive) leaves every previous output as it was instead of a mix of this
+// build's and the last one's.
+func writeOutputs(f buildFlags, img v1.Image, tag string, desc v1.Descriptor, doc []byte) (err error) {
+	var staged []*oci.Staged
+	defer func() {
+		if err != nil {
+			for _, s := range staged {
+				s.Discard()
+			}
+		}
+	}()
+	stage := func(s *oci.Staged, err error) error {
+		if err == nil {
+			staged = append(staged, s)
+		}
+		return err
 	}
 	if f.out != "" {
-		attach := func(dir string) error { return sbom.Attach(dir, *desc, doc) }
-		if err := oci.WriteLayout(f.out, img, tag, attach); err != nil {
+		attach := func(dir string) error { return sbom.Attach(dir, desc, doc) }
+		if err := stage(oci.StageLayout(f.out, img, tag, attach)); err != nil {
 			return err
 		}
 	}
 	if f.ociArchive != "" {
-		if err := oci.WriteOCIArchive(f.ociArchive, img, tag); err != nil {
+		if err := stage(oci.StageOCIArchive(f.ociArchive, img, tag)); err != nil {
 			return err
 		}
 	}
 	if f.dockerArchive != "" {
-		if err := oci.WriteDockerArchive(f.dockerArchive, img, tag); err != nil {
+		if err := stage(oci.StageDockerArchive(f.dockerArchive, img, tag)); err != nil {
 			return err
 		}
 	}
 	if file := sbomPath(f); file != "" {
-		if err := sbom.WriteFile(file, doc); err != nil {
+		write := func(w io.Writer) error {
+			_, err := w.Write(doc)
+			return err
+		}
+		if err := stage(oci.StageFile(file, 0o644, write)); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintln(stdout, desc.Digest)
+	for len(staged) > 0 {
+		if err := staged[0].Commit(); err != nil {
+			staged = staged[1:] // Commit cleaned up after itself
+			return err
+		}
+		staged = staged[1:]
+	}
 	return nil
 }
 
@@ -269,9 +317,11 @@ func sourceDateEpoch(flagValue string, lock *debian.Lock) (time.Time, error) {
 		}
 		return time.Unix(sec, 0).UTC(), nil
 	}
+	// 0 is valid (tools that want "no meaningful date" use it); a sign or
+	// anything but decimal digits is not.
 	sec, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || sec <= 0 {
-		return time.Time{}, usagef("%s=%q is not a positive Unix time in seconds", what, v)
+	if err != nil || sec < 0 || v[0] == '+' {
+		return time.Time{}, usagef("%s=%q is not a Unix time in seconds (a non-negative integer)", what, v)
 	}
 	return time.Unix(sec, 0).UTC(), nil
 }

@@ -6,6 +6,10 @@ import (
 	"strings"
 )
 
+// noRevision is the --revision value that asks for no revision annotation,
+// since an empty --revision already means "ask git".
+const noRevision = "none"
+
 // defaultRevision is the commit the image is built from, so that two people
 // building the same commit get the same revision label and hence the same
 // digest (a label naming the build machine or time would break that). A tree

@@ -6,6 +6,8 @@ package build
 
 import (
 	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +30,8 @@ type Inputs struct {
 	Spec *spec.Spec
 	Lock *debian.Lock
 	Arch string // Debian architecture: "amd64", "arm64"
-	// Debs maps a locked package's sha256 to the path of its verified .deb.
+	// Debs maps a locked package's sha256 to the path of its .deb. Build
+	// hashes each file as it extracts it and fails on a mismatch.
 	Debs map[string]string
 	// Daemon is the pulse-sidecar binary for Arch.
 	Daemon []byte
@@ -192,11 +195,11 @@ func addPackages(tree *rootfs.FS, rules spec.PathRules, pkgs []debian.LockedPack
 		if !ok {
 			return nil, fmt.Errorf("build: %s %s: no .deb fetched for sha256 %s", p.Name, p.Version, p.SHA256)
 		}
-		deb, err := readDeb(tree, p, file, keep)
+		deb, sum, err := readDeb(tree, p, file, keep)
 		if err != nil {
 			return nil, err
 		}
-		status = append(status, rootfs.StatusEntry{Package: p.Name, Control: withSHA256(deb.Control, p.SHA256), MD5Sums: deb.ControlFiles["md5sums"]})
+		status = append(status, rootfs.StatusEntry{Package: p.Name, Control: withSHA256(deb.Control, sum), MD5Sums: deb.ControlFiles["md5sums"]})
 	}
 	// status.d is written in name order whatever the extraction order was.
 	sort.Slice(status, func(i, j int) bool { return status[i].Package < status[j].Package })
@@ -218,19 +221,38 @@ func withSHA256(control []byte, sha string) []byte {
 	return []byte(text + "\nSHA256: " + strings.ToLower(sha) + "\n")
 }
 
-func readDeb(tree *rootfs.FS, p debian.LockedPackage, file string, keep rootfs.Filter) (*debian.Deb, error) {
+// readDeb extracts one package and returns the sha256 of the bytes it read.
+// The hash is taken here, over exactly what is extracted, because a cache
+// hit or a --debs file was matched by name and size only (or hashed earlier,
+// which says nothing about the bytes read now): the lock's digest is the
+// only thing that ties the image to the pinned package.
+func readDeb(tree *rootfs.FS, p debian.LockedPackage, file string, keep rootfs.Filter) (*debian.Deb, string, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return nil, fmt.Errorf("build: %s: %w", p.Name, err)
+		return nil, "", fmt.Errorf("build: %s: %w", p.Name, err)
 	}
 	defer f.Close()
-	deb, err := debian.ReadDeb(f, func(tr *tar.Reader) error {
+	h := sha256.New()
+	r := io.TeeReader(f, h)
+	deb, err := debian.ReadDeb(r, func(tr *tar.Reader) error {
 		return tree.AddTar(p.Name, tr, keep)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("build: %s %s (%s): %w", p.Name, p.Version, file, err)
+	// ReadDeb may stop before the end (on an error, or with members it
+	// does not need left unread); the digest covers the whole file, so a
+	// pinned file that fails to parse is reported as that, not as a mismatch.
+	if _, cerr := io.Copy(io.Discard, r); err == nil && cerr != nil {
+		err = cerr
 	}
-	return deb, nil
+	sum := hex.EncodeToString(h.Sum(nil))
+	if !strings.EqualFold(sum, p.SHA256) {
+		// Checked before err: a swapped file usually fails to parse too,
+		// and "not the pinned file" is the error that says why.
+		return nil, "", fmt.Errorf("build: %s %s (%s): sha256 %s, lock pins %s", p.Name, p.Version, file, sum, p.SHA256)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("build: %s %s (%s): %w", p.Name, p.Version, file, err)
+	}
+	return deb, sum, nil
 }
 
 // configure re-creates what maintainer scripts would have done, from the spec.

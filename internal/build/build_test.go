@@ -292,3 +292,33 @@ func TestModuleRoot(t *testing.T) {
 		t.Fatal("found a module root in an empty temp dir")
 	}
 }
+
+// TestDebNotMatchingTheLockFails stands in for a cache or --debs file that
+// was swapped or edited after it was checked: a valid .deb of another
+// content under the pinned name must not be built into the image.
+func TestDebNotMatchingTheLockFails(t *testing.T) {
+	in := fixture(t)
+	var lapack debian.LockedPackage
+	for _, p := range in.Lock.Packages {
+		if p.Name == "liblapack3" {
+			lapack = p
+		}
+	}
+	file := in.Debs[lapack.SHA256]
+	// Same layout, one byte of content changed: it parses, only the hash tells.
+	other := debtest.Deb(t, debtest.Package{Name: "liblapack3", Version: "3.11.0-2", DataExt: ".gz", Data: []debtest.Entry{
+		debtest.File("./usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3", "\x7fELF LAPACK"),
+	}})
+	if err := os.WriteFile(file, other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Build(in)
+	if err == nil {
+		t.Fatal("built from a .deb whose sha256 is not the lock's")
+	}
+	for _, want := range []string{"liblapack3", file, lapack.SHA256} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}

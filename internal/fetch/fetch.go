@@ -2,8 +2,11 @@
 //
 // Every file is named by its sha256 and enters the cache only after its size
 // and hash have been checked while streaming, via a temp file and a rename:
-// the cache never holds a partial or wrong file, so a cache hit needs no
-// re-hashing and a rerun after a failure downloads only what is missing.
+// a rerun after a failure downloads only what is missing. A cache hit is
+// matched by name and size only (hashing the whole cache on every run would
+// cost more than the build); the build hashes every .deb as it extracts it,
+// so a cache file changed behind our back fails the build rather than
+// entering the image.
 package fetch
 
 import (
@@ -67,7 +70,7 @@ func (c Cache) Path(sha string) string {
 }
 
 // lookup reports whether the cache holds the item. The size check catches a
-// cache directory someone edited by hand; the hash was checked on the way in.
+// truncated or hand-edited file cheaply; the content is hashed by the build.
 func (c Cache) lookup(it Item) (string, bool) {
 	p := c.Path(it.SHA256)
 	fi, err := os.Stat(p)
@@ -286,6 +289,11 @@ func (f *Fetcher) download(ctx context.Context, it Item, u string, progress Prog
 	counted := &counter{progress: progress}
 	// One byte beyond the pinned size is enough to know the file is wrong.
 	n, err := io.Copy(io.MultiWriter(tmp, h, counted), io.LimitReader(resp.Body, it.Size+1))
+	if err == nil {
+		// Synced before the rename: after a crash the cache must not hold
+		// a file under its sha256 whose blocks never reached the disk.
+		err = tmp.Sync()
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}

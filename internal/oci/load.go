@@ -4,8 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -55,11 +58,7 @@ func Load(path string) (v1.Image, error) {
 		return nil, err
 	}
 	if fi.IsDir() {
-		idx, err := layout.ImageIndexFromPath(path)
-		if err != nil {
-			return nil, fmt.Errorf("%s: not an OCI layout: %w", path, err)
-		}
-		return onlyImage(path, idx)
+		return loadLayout(path)
 	}
 	kind, err := archiveKind(path)
 	if err != nil {
@@ -78,16 +77,24 @@ func Load(path string) (v1.Image, error) {
 	return nil, fmt.Errorf("%s: neither an OCI layout, an OCI archive nor a docker archive", path)
 }
 
-func onlyImage(where string, idx v1.ImageIndex) (v1.Image, error) {
+func loadLayout(path string) (v1.Image, error) {
+	p, err := layout.FromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not an OCI layout: %w", path, err)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("%s: not an OCI layout: %w", path, err)
+	}
 	m, err := idx.IndexManifest()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	desc, err := theImage(where, m)
+	desc, err := theImage(path, m)
 	if err != nil {
 		return nil, err
 	}
-	return idx.Image(desc.Digest)
+	return verifiedImage(path, desc, p.Blob)
 }
 
 // theImage picks the one image an index lists. Artifacts stored beside it
@@ -142,19 +149,17 @@ func archiveKind(path string) (string, error) {
 // there is no temp directory to clean up, and layers are read sequentially
 // anyway.
 type ociArchive struct {
-	path     string
-	manifest []byte
-	mt       types.MediaType
-	config   []byte
+	path string
 }
 
 func loadOCIArchive(path string) (v1.Image, error) {
-	a := &ociArchive{path: path}
-	indexBytes, err := a.blob("index.json")
+	a := ociArchive{path: path}
+	rc, err := a.open("index.json")
 	if err != nil {
 		return nil, err
 	}
-	idx, err := v1.ParseIndexManifest(bytes.NewReader(indexBytes))
+	defer rc.Close()
+	idx, err := v1.ParseIndexManifest(io.LimitReader(rc, maxMetadata))
 	if err != nil {
 		return nil, fmt.Errorf("%s: index.json: %w", path, err)
 	}
@@ -162,27 +167,13 @@ func loadOCIArchive(path string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.manifest, err = a.blob(blobPath(desc.Digest)); err != nil {
-		return nil, err
-	}
-	if got, _, err := v1.SHA256(bytes.NewReader(a.manifest)); err != nil || got != desc.Digest {
-		return nil, fmt.Errorf("%s: manifest digest %s does not match index.json's %s", path, got, desc.Digest)
-	}
-	a.mt = desc.MediaType
-	m, err := v1.ParseManifest(bytes.NewReader(a.manifest))
-	if err != nil {
-		return nil, fmt.Errorf("%s: manifest: %w", path, err)
-	}
-	if a.config, err = a.blob(blobPath(m.Config.Digest)); err != nil {
-		return nil, err
-	}
-	return partial.CompressedToImage(a)
+	return verifiedImage(path, desc, func(h v1.Hash) (io.ReadCloser, error) { return a.open(blobPath(h)) })
 }
 
 func blobPath(h v1.Hash) string { return "blobs/" + h.Algorithm + "/" + h.Hex }
 
 // open returns a reader positioned at the named entry.
-func (a *ociArchive) open(name string) (io.ReadCloser, error) {
+func (a ociArchive) open(name string) (io.ReadCloser, error) {
 	f, err := os.Open(a.path)
 	if err != nil {
 		return nil, err
@@ -206,43 +197,122 @@ func (a *ociArchive) open(name string) (io.ReadCloser, error) {
 	}
 }
 
-func (a *ociArchive) blob(name string) ([]byte, error) {
-	rc, err := a.open(name)
+// maxMetadata bounds the index, manifest and config read into memory: they
+// are small, and the bound keeps a hostile file from exhausting memory.
+const maxMetadata = 16 << 20
+
+// blobOpener opens a blob of a layout or archive by digest, unverified.
+type blobOpener func(v1.Hash) (io.ReadCloser, error)
+
+// verifiedImage serves the image desc names from a layout or archive,
+// checking every blob against the digest and size its parent gives:
+// neither a layout on disk nor an archive vouches for its contents, and
+// diff, policy and verify --against must not report on bytes that are not
+// the image they name. The manifest and config are checked here; layers as
+// they are read, since they are large and often read only once.
+func verifiedImage(where string, desc v1.Descriptor, open blobOpener) (v1.Image, error) {
+	manifest, err := readVerified(where, open, desc)
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	// Index, manifest and config are small; a bound keeps a hostile archive
-	// from making us read a huge entry into memory.
-	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+	m, err := v1.ParseManifest(bytes.NewReader(manifest))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", a.path, name, err)
+		return nil, fmt.Errorf("%s: manifest %s: %w", where, desc.Digest, err)
+	}
+	config, err := readVerified(where, open, m.Config)
+	if err != nil {
+		return nil, err
+	}
+	layers := make(map[v1.Hash]v1.Descriptor, len(m.Layers))
+	for _, l := range m.Layers {
+		layers[l.Digest] = l
+	}
+	return partial.CompressedToImage(&verifiedCore{where: where, mt: desc.MediaType, manifest: manifest, config: config, layers: layers, open: open})
+}
+
+// readVerified reads a small blob whole and checks it against d.
+func readVerified(where string, open blobOpener, d v1.Descriptor) ([]byte, error) {
+	if d.Size > maxMetadata {
+		return nil, fmt.Errorf("%s: blob %s: %d bytes is too large for a manifest or config", where, d.Digest, d.Size)
+	}
+	rc, err := open(d.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("%s: blob %s: %w", where, d.Digest, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(&verifyingReader{r: rc, where: where, want: d, h: sha256.New()})
+	if err != nil {
+		return nil, err
 	}
 	return b, nil
 }
 
-func (a *ociArchive) RawManifest() ([]byte, error)        { return a.manifest, nil }
-func (a *ociArchive) RawConfigFile() ([]byte, error)      { return a.config, nil }
-func (a *ociArchive) MediaType() (types.MediaType, error) { return a.mt, nil }
-func (a *ociArchive) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	m, err := v1.ParseManifest(bytes.NewReader(a.manifest))
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range m.Layers {
-		if d.Digest == h {
-			return &archiveLayer{a: a, desc: d}, nil
-		}
-	}
-	return nil, fmt.Errorf("%s: manifest has no layer %s", a.path, h)
+type verifiedCore struct {
+	where            string
+	mt               types.MediaType
+	manifest, config []byte
+	layers           map[v1.Hash]v1.Descriptor
+	open             blobOpener
 }
 
-type archiveLayer struct {
-	a    *ociArchive
+func (c *verifiedCore) RawManifest() ([]byte, error)        { return c.manifest, nil }
+func (c *verifiedCore) RawConfigFile() ([]byte, error)      { return c.config, nil }
+func (c *verifiedCore) MediaType() (types.MediaType, error) { return c.mt, nil }
+func (c *verifiedCore) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	d, ok := c.layers[h]
+	if !ok {
+		return nil, fmt.Errorf("%s: manifest has no layer %s", c.where, h)
+	}
+	return &verifiedLayer{c: c, desc: d}, nil
+}
+
+type verifiedLayer struct {
+	c    *verifiedCore
 	desc v1.Descriptor
 }
 
-func (l *archiveLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
-func (l *archiveLayer) Size() (int64, error)                { return l.desc.Size, nil }
-func (l *archiveLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
-func (l *archiveLayer) Compressed() (io.ReadCloser, error)  { return l.a.open(blobPath(l.desc.Digest)) }
+func (l *verifiedLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
+func (l *verifiedLayer) Size() (int64, error)                { return l.desc.Size, nil }
+func (l *verifiedLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
+func (l *verifiedLayer) Compressed() (io.ReadCloser, error) {
+	if l.desc.Digest.Algorithm != "sha256" {
+		return nil, fmt.Errorf("%s: layer %s: only sha256 digests are supported", l.c.where, l.desc.Digest)
+	}
+	rc, err := l.c.open(l.desc.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("%s: layer %s: %w", l.c.where, l.desc.Digest, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{&verifyingReader{r: rc, where: l.c.where, want: l.desc, h: sha256.New()}, rc}, nil
+}
+
+// verifyingReader passes a blob through, and at its end fails instead of
+// returning io.EOF when the bytes read are not what want names. A reader
+// that stops early learns nothing, but then it also used nothing whole.
+type verifyingReader struct {
+	r     io.Reader
+	where string
+	want  v1.Descriptor
+	h     hash.Hash
+	n     int64
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if v.n > v.want.Size {
+		return n, fmt.Errorf("%s: blob %s: longer than its %d bytes", v.where, v.want.Digest, v.want.Size)
+	}
+	if errors.Is(err, io.EOF) {
+		if v.n != v.want.Size {
+			return n, fmt.Errorf("%s: blob %s: %d bytes, want %d", v.where, v.want.Digest, v.n, v.want.Size)
+		}
+		if got := hex.EncodeToString(v.h.Sum(nil)); v.want.Digest.Algorithm != "sha256" || got != v.want.Digest.Hex {
+			return n, fmt.Errorf("%s: blob %s: content hashes to sha256:%s", v.where, v.want.Digest, got)
+		}
+	}
+	return n, err
+}

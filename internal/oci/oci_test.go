@@ -416,3 +416,91 @@ func TestOpenRegistryAndPath(t *testing.T) {
 		t.Fatalf("missing path: %v", err)
 	}
 }
+
+// TestLoadChecksBlobDigests: a layout or archive on disk vouches for
+// nothing, so a flipped byte in a layer or the config must fail the read,
+// naming the blob, rather than be diffed or policy-checked as the image.
+func TestLoadChecksBlobDigests(t *testing.T) {
+	img := testImage(t, "x")
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		what string
+		blob v1.Hash
+	}{{"layer", m.Layers[1].Digest}, {"config", m.Config.Digest}} {
+		t.Run(tc.what, func(t *testing.T) {
+			dir := t.TempDir()
+			lay := filepath.Join(dir, "layout")
+			if err := WriteLayout(lay, img, "pulse-sidecar:test"); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(lay, "blobs", tc.blob.Algorithm, tc.blob.Hex)
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[len(b)/2] ^= 0x01
+			if err := os.WriteFile(file, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			archive := filepath.Join(dir, "layout.tar")
+			f, err := os.Create(archive)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tarDir(f, lay, epoch); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			for _, src := range []string{lay, archive} {
+				err := readAll(src)
+				if err == nil || !strings.Contains(err.Error(), tc.blob.String()) || !strings.Contains(err.Error(), src) {
+					t.Errorf("%s with a flipped byte in %s %s: %v", src, tc.what, tc.blob, err)
+				}
+			}
+		})
+	}
+
+	// A truncated layer fails too, even though every byte read was right.
+	dir := t.TempDir()
+	lay := filepath.Join(dir, "layout")
+	if err := WriteLayout(lay, img, ""); err != nil {
+		t.Fatal(err)
+	}
+	l := m.Layers[0].Digest
+	file := filepath.Join(lay, "blobs", l.Algorithm, l.Hex)
+	b, _ := os.ReadFile(file)
+	os.WriteFile(file, b[:len(b)-1], 0o644)
+	if err := readAll(lay); err == nil || !strings.Contains(err.Error(), l.String()) {
+		t.Errorf("truncated layer %s: %v", l, err)
+	}
+}
+
+// readAll loads src and reads every layer to its end, as diff and policy do.
+func readAll(src string) error {
+	img, err := Load(src)
+	if err != nil {
+		return err
+	}
+	if _, err := img.ConfigFile(); err != nil {
+		return err
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -27,20 +27,80 @@ const RefNameAnnotation = "org.opencontainers.image.ref.name"
 // Each of also runs on the finished temp layout before the rename, so what
 // it adds (an SBOM referring to the image) is part of the same atomic step.
 func WriteLayout(dir string, img v1.Image, refName string, also ...func(layoutDir string) error) error {
-	tmp, err := tempSibling(dir, true)
+	s, err := StageLayout(dir, img, refName, also...)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	return s.Commit()
+}
+
+// WriteOCIArchive writes img as a tar of an OCI image layout (what podman
+// and skopeo call oci-archive). Entries are sorted, owned by 0:0 and dated
+// at the image's creation time, so the archive is as reproducible as the image.
+func WriteOCIArchive(file string, img v1.Image, refName string) error {
+	s, err := StageOCIArchive(file, img, refName)
+	if err != nil {
+		return err
+	}
+	return s.Commit()
+}
+
+// WriteDockerArchive writes img in the `docker save` format under tag.
+func WriteDockerArchive(file string, img v1.Image, tag string) error {
+	s, err := StageDockerArchive(file, img, tag)
+	if err != nil {
+		return err
+	}
+	return s.Commit()
+}
+
+// Staged is an output written in full beside its destination but not yet in
+// place. A build with several outputs stages them all and commits them only
+// then, so a failure in the last leaves every earlier output as it was.
+type Staged struct {
+	tmp, dst string
+	dir      bool
+}
+
+// Commit moves the staged output into place, replacing what was there.
+func (s *Staged) Commit() error {
+	if s.dir {
+		if err := replace(s.tmp, s.dst); err != nil {
+			os.RemoveAll(s.tmp)
+			return fmt.Errorf("%s: %w", s.dst, err)
+		}
+		return nil
+	}
+	if err := os.Rename(s.tmp, s.dst); err != nil {
+		os.Remove(s.tmp)
+		return fmt.Errorf("%s: %w", s.dst, err)
+	}
+	return nil
+}
+
+// Discard removes the staged output; the destination is untouched.
+func (s *Staged) Discard() error { return os.RemoveAll(s.tmp) }
+
+// StageLayout is WriteLayout up to, not including, the rename.
+func StageLayout(dir string, img v1.Image, refName string, also ...func(layoutDir string) error) (_ *Staged, err error) {
+	tmp, err := tempSibling(dir, true)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
 	if err := writeLayout(tmp, img, refName); err != nil {
-		return fmt.Errorf("%s: %w", dir, err)
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	for _, fn := range also {
 		if err := fn(tmp); err != nil {
-			return fmt.Errorf("%s: %w", dir, err)
+			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 	}
-	return replace(tmp, dir)
+	return &Staged{tmp: tmp, dst: dir, dir: true}, nil
 }
 
 func writeLayout(dir string, img v1.Image, refName string) error {
@@ -55,36 +115,47 @@ func writeLayout(dir string, img v1.Image, refName string) error {
 	return p.AppendImage(img, opts...)
 }
 
-// WriteOCIArchive writes img as a tar of an OCI image layout (what podman
-// and skopeo call oci-archive). Entries are sorted, owned by 0:0 and dated
-// at the image's creation time, so the archive is as reproducible as the image.
-func WriteOCIArchive(file string, img v1.Image, refName string) error {
+// StageOCIArchive is WriteOCIArchive up to, not including, the rename.
+func StageOCIArchive(file string, img v1.Image, refName string) (*Staged, error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return nil, err
 	}
 	dir, err := os.MkdirTemp(filepath.Dir(file), "."+filepath.Base(file)+".layout-*")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	if err := writeLayout(dir, img, refName); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	return atomicfile.Write(file, 0o644, func(w io.Writer) error {
+	return StageFile(file, 0o644, func(w io.Writer) error {
 		return tarDir(w, dir, cf.Created.Time)
 	})
 }
 
-// WriteDockerArchive writes img in the `docker save` format under tag.
-func WriteDockerArchive(file string, img v1.Image, tag string) error {
+// StageDockerArchive is WriteDockerArchive up to, not including, the rename.
+func StageDockerArchive(file string, img v1.Image, tag string) (*Staged, error) {
 	t, err := name.NewTag(tag)
 	if err != nil {
-		return fmt.Errorf("docker archive tag %q: %w", tag, err)
+		return nil, fmt.Errorf("docker archive tag %q: %w", tag, err)
 	}
-	return atomicfile.Write(file, 0o644, func(w io.Writer) error {
+	return StageFile(file, 0o644, func(w io.Writer) error {
 		return tarball.Write(t, img, w)
 	})
+}
+
+// StageFile stages any file written beside the image (the SBOM), so it is
+// committed together with the image outputs.
+func StageFile(file string, mode os.FileMode, write func(io.Writer) error) (*Staged, error) {
+	tmp, err := atomicfile.Stage(file, mode, write)
+	if err != nil {
+		return nil, err
+	}
+	return &Staged{tmp: tmp, dst: file}, nil
 }
 
 func tarDir(w io.Writer, root string, mtime time.Time) error {
