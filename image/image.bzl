@@ -46,6 +46,11 @@ def _image_impl(ctx):
     args.add("--debs", debs[0].dirname)
     args.add("--daemon-binary", ctx.file.daemon)
     args.add("--version", ctx.attr.version)
+
+    # Always given: left to imagectl, the label would come from whatever git
+    # checkout the action happens to run in (none in a sandbox), which Bazel
+    # does not track.
+    args.add("--revision", ctx.attr.revision)
     args.add("--source-date-epoch", str(ctx.attr.source_date_epoch))
     args.add("--out", layout.path)
     args.add("--oci-archive", archive)
@@ -75,6 +80,7 @@ pulse_sidecar_image = rule(
         "data": attr.label_list(allow_files = True, doc = "files the spec refers to"),
         "debs": attr.label_list(mandatory = True, allow_files = [".deb"], doc = "the locked packages of this architecture"),
         "lock": attr.label(mandatory = True, allow_single_file = [".json"]),
+        "revision": attr.string(default = "none", doc = "source revision label; \"none\" leaves it out"),
         "source_date_epoch": attr.int(mandatory = True, doc = "the lock's timestamp, as imagectl derives it"),
         "spec": attr.label(mandatory = True, allow_single_file = [".json"]),
         "unreachable": attr.string_list(doc = "locked packages without a URL, from @debian_debs//:defs.bzl"),

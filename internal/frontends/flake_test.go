@@ -81,6 +81,7 @@ func evalFlake(t *testing.T, override map[string]any, env ...string) (map[string
 	for dst, src := range map[string]string{
 		"flake.nix":              filepath.Join(root, "flake.nix"),
 		"image/debs.nix":         filepath.Join(root, "image", "debs.nix"),
+		"image/spec.json":        filepath.Join(root, "image", "spec.json"),
 		"image/debian.lock.json": filepath.Join("testdata", "lock.json"),
 	} {
 		b, err := os.ReadFile(src)
@@ -204,7 +205,8 @@ func TestFlakeOutputs(t *testing.T) {
 			!containsAll(s.GoTest.CheckFlags, "-short") || s.GoTest.SubPackages != nil {
 			t.Errorf("%s: checks %q, go-test %+v", system, s.Checks, s.GoTest)
 		}
-		if !strings.Contains(s.Policy, "imagectl policy /nix/store/") {
+		if !strings.Contains(s.Policy, "imagectl policy --spec /nix/store/") || !strings.Contains(s.Policy, "--lock /nix/store/") ||
+			!strings.Contains(s.Policy, "--source-date-epoch ") {
 			t.Errorf("%s: policy check runs %q", system, s.Policy)
 		}
 		if want := "go gopls pulseaudio ffmpeg"; strings.Join(s.Shell, " ") != want {
