@@ -15,12 +15,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/origin"
 )
 
 // Config configures a Relay. Zero values of the optional fields take the
@@ -117,7 +118,7 @@ func New(cfg Config) (*Relay, error) {
 	}
 	r.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		CheckOrigin:      r.checkOrigin,
+		CheckOrigin:      r.checkOrigin(origin.Checker(cfg.AllowedOrigins)),
 	}
 	r.srv = &http.Server{
 		Handler:           http.HandlerFunc(r.serveHTTP),
@@ -197,8 +198,11 @@ func (r *Relay) shutdown() {
 	}
 	r.mu.Unlock()
 	// Upgraded connections are not the server's any more, so this only has
-	// the listener and plain requests to wait for; handlers are counted by wg.
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.WriteWait)
+	// the listener and plain requests to wait for; handlers are counted by
+	// wg. Those requests are refusals answered at once, so a short grace is
+	// enough; a longer one would only wait out connections that never sent
+	// a request, holding SIGTERM up for nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := r.srv.Shutdown(ctx); err != nil {
 		r.srv.Close()
@@ -206,6 +210,10 @@ func (r *Relay) shutdown() {
 	r.wg.Wait()
 	r.writer.Close()
 }
+
+// shutdownGrace is how long stopping waits for HTTP connections the server
+// still tracks: upgrades half done and connections that never sent a request.
+const shutdownGrace = 200 * time.Millisecond
 
 func (r *Relay) closeConn(c *websocket.Conn, code int, reason string) {
 	msg := websocket.FormatCloseMessage(code, reason)
@@ -239,21 +247,18 @@ func (r *Relay) drain(c *websocket.Conn) {
 	_ = c.Close()
 }
 
-func (r *Relay) checkOrigin(req *http.Request) bool {
-	origin := req.Header.Get("Origin")
-	// No list, or no Origin (not a browser, so nothing a browser policy
-	// protects): the proxy in front authenticates the user.
-	if len(r.cfg.AllowedOrigins) == 0 || origin == "" {
-		return true
-	}
-	for _, o := range r.cfg.AllowedOrigins {
-		if strings.EqualFold(o, origin) {
+// checkOrigin is the shared origin policy plus what the microphone reports
+// about refusals: a browser page refused here never reaches a handler, so
+// this is the only place that sees it.
+func (r *Relay) checkOrigin(allowed func(*http.Request) bool) func(*http.Request) bool {
+	return func(req *http.Request) bool {
+		if allowed(req) {
 			return true
 		}
+		r.m.rejected.WithLabelValues(reasonOrigin).Inc()
+		r.log.Warn("microphone websocket origin refused", "origin", req.Header.Get("Origin"), "peer", req.RemoteAddr)
+		return false
 	}
-	r.m.rejected.WithLabelValues(reasonOrigin).Inc()
-	r.log.Warn("microphone websocket origin refused", "origin", origin, "peer", req.RemoteAddr)
-	return false
 }
 
 func (r *Relay) serveHTTP(w http.ResponseWriter, req *http.Request) {

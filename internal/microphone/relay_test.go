@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -399,8 +400,9 @@ func TestRelayPingsKeepIdleSenderAlive(t *testing.T) {
 	path := makeFIFO(t)
 	pr := readPipe(t, path)
 	r := startRelay(t, path, func(c *Config) {
-		c.PingInterval = 20 * time.Millisecond
-		c.PongWait = 200 * time.Millisecond
+		// Many pings, each with ample time for its pong on a loaded machine.
+		c.PingInterval = 100 * time.Millisecond
+		c.PongWait = 2 * time.Second
 	})
 	c := dial(t, r, "")
 	pings := make(chan struct{}, 100)
@@ -433,10 +435,15 @@ func TestRelayPingsKeepIdleSenderAlive(t *testing.T) {
 }
 
 func TestRelayOrigins(t *testing.T) {
-	r := startRelay(t, makeFIFO(t), func(c *Config) { c.AllowedOrigins = []string{"https://desktop.example"} })
+	// Configured the way an operator may well write it: with a trailing
+	// slash and capitals, which no browser's Origin header carries.
+	r := startRelay(t, makeFIFO(t), func(c *Config) { c.AllowedOrigins = []string{"https://Desktop.example/"} })
 	h := http.Header{"Origin": {"https://evil.example"}}
 	if _, resp, err := websocket.DefaultDialer.Dial("ws://"+r.Addr().String()+"/", h); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 		t.Errorf("foreign origin: err %v, want HTTP 403", err)
+	}
+	if got := testutil.ToFloat64(r.m.rejected.WithLabelValues(reasonOrigin)); got != 1 {
+		t.Errorf("origin rejections %v, want 1", got)
 	}
 	h.Set("Origin", "https://desktop.example")
 	c, _, err := websocket.DefaultDialer.Dial("ws://"+r.Addr().String()+"/microphone", h)
@@ -444,6 +451,51 @@ func TestRelayOrigins(t *testing.T) {
 		t.Fatalf("allowed origin: %v", err)
 	}
 	c.Close()
+	if got := testutil.ToFloat64(r.m.rejected.WithLabelValues(reasonOrigin)); got != 1 {
+		t.Errorf("origin rejections %v after an allowed origin, want still 1", got)
+	}
+}
+
+func TestRelayShutdownIgnoresSilentConnections(t *testing.T) {
+	r, err := New(Config{Addr: "127.0.0.1:0", FIFO: makeFIFO(t), Log: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	// A port scanner or a half-open proxy connection: connected, silent.
+	silent, err := net.Dial("tcp", r.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	// The server accepts in order, so once a later request is answered the
+	// silent connection is accepted and tracked by the HTTP server.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testTimeout}
+	resp, err := client.Get("http://" + r.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	cancel()
+	stopped := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Run did not return after cancel")
+	}
+	// Correctness, not speed: waiting out the silent connection took 5 s,
+	// past what a container runtime grants before it kills.
+	if d := time.Since(stopped); d > 2*time.Second {
+		t.Errorf("Run took %v to return after cancel: it waited for a connection that never sent a request", d)
+	}
 }
 
 func TestRelayShutdownClosesSenders(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -14,24 +13,6 @@ import (
 // maxClientMessage bounds what a listener may send. Listeners have nothing
 // to say; the server reads only so that pongs and close frames are seen.
 const maxClientMessage = 4 << 10
-
-// originChecker allows the listed browser origins, or any when the list is
-// empty. A request without Origin is let through: only browsers send one,
-// and the check exists to stop other sites' pages from opening the stream
-// in a user's browser, not to authenticate (the proxy checks jwt_token).
-func originChecker(allowed []string) func(*http.Request) bool {
-	if len(allowed) == 0 {
-		return func(*http.Request) bool { return true }
-	}
-	set := make(map[string]bool, len(allowed))
-	for _, o := range allowed {
-		set[strings.ToLower(strings.TrimRight(o, "/"))] = true
-	}
-	return func(req *http.Request) bool {
-		origin := req.Header.Get("Origin")
-		return origin == "" || set[strings.ToLower(origin)]
-	}
-}
 
 // ServeHTTP upgrades any path to a listener websocket (a proxy in front maps
 // /sound to it). The jwt_token query parameter is the proxy's business and

@@ -51,11 +51,14 @@ func fakeEncoder(t *testing.T) string {
 }
 
 func TestEncoderOnDemand(t *testing.T) {
+	const linger = 5 * time.Second
 	reaper := startReaper(t)
 	r := startRelay(t, Config{
 		FFmpeg: fakeEncoder(t),
 		Reaper: reaper,
-		Linger: time.Second,
+		// Long enough that leaving and rejoining surely fits inside it on
+		// a loaded machine.
+		Linger: linger,
 		Grace:  time.Second,
 	})
 	if pid := r.encoderPid.Load(); pid != 0 {
@@ -70,7 +73,7 @@ func TestEncoderOnDemand(t *testing.T) {
 	conn.Close()
 	waitFor(t, "the listener to leave", func() bool { return r.hub.len() == 0 })
 	conn = dial(t, r, nil)
-	time.Sleep(2500 * time.Millisecond) // well past the linger: a stop would have happened
+	time.Sleep(linger + 2*time.Second) // well past the linger: a stop would have happened
 	if pid := int(r.encoderPid.Load()); pid != first || !alive(first) {
 		t.Fatalf("encoder %d replaced by %d though a listener came back within the linger", first, pid)
 	}
@@ -117,5 +120,65 @@ func TestFFmpegCommand(t *testing.T) {
 	}
 	if env := ffmpegEnv("", ""); len(env) != 0 {
 		t.Errorf("ffmpeg env %q, want empty", env)
+	}
+}
+
+// The reset must be pending before every fork, restarts included: set any
+// later and a fast child's first bytes can reach the reader before it, glued
+// to the partial packet its predecessor died in.
+func TestEncoderResetsPacketizerBeforeEveryFork(t *testing.T) {
+	reaper := startReaper(t)
+	r, err := New(Config{
+		Addr:   "127.0.0.1:0",
+		FIFO:   filepath.Join(t.TempDir(), "speaker"),
+		FFmpeg: fakeEncoder(t),
+		Reaper: reaper,
+		Grace:  time.Second,
+		Log:    testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.ln.Close()
+	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+
+	// No Run, so no reader consumes the flag: what OnStart sees is what was
+	// pending when the child was forked.
+	s := r.encoder(out).sup()
+	type start struct {
+		pid     int
+		pending bool
+	}
+	starts := make(chan start, 2)
+	s.OnStart = func(_ context.Context, p *supervise.Process) {
+		starts <- start{p.Pid(), r.resetPacketizer.Swap(false)}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+
+	for i := range 2 {
+		select {
+		case st := <-starts:
+			if !st.pending {
+				t.Fatalf("start %d: no packetizer reset pending when encoder %d was forked", i+1, st.pid)
+			}
+			if i == 0 {
+				// A crash: the supervisor restarts it.
+				if err := syscall.Kill(st.pid, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("start %d: no encoder within 30 s", i+1)
+		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/origin"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
 )
 
@@ -31,7 +31,7 @@ import (
 // noted on each field.
 type Config struct {
 	Addr string // listen address, e.g. "127.0.0.1:29788"
-	FIFO string // speaker FIFO; created (0600) if missing
+	FIFO string // speaker FIFO; created (0600) if missing, removed on exit
 	// FFmpeg is the encoder binary. Empty: no encoder is run and the relay
 	// only forwards whatever something else writes into the FIFO.
 	FFmpeg      string
@@ -126,8 +126,8 @@ type Relay struct {
 	upgrader websocket.Upgrader
 	nudge    chan struct{} // listener count changed; buffered 1
 
-	// resetPacketizer is set when an encoder starts, so the reader drops a
-	// partial packet left by the previous one.
+	// resetPacketizer is set before an encoder is forked, so the reader
+	// drops a partial packet left by the previous one.
 	resetPacketizer atomic.Bool
 	encoderPid      atomic.Int64 // 0 while no encoder runs
 
@@ -177,7 +177,7 @@ func New(cfg Config) (*Relay, error) {
 		// A pool instead of per-connection buffers: a thousand idle
 		// listeners should not pin a thousand write buffers.
 		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     originChecker(cfg.AllowedOrigins),
+		CheckOrigin:     origin.Checker(cfg.AllowedOrigins),
 	}
 	return r, nil
 }
@@ -186,21 +186,21 @@ func New(cfg Config) (*Relay, error) {
 func (r *Relay) Addr() net.Addr { return r.ln.Addr() }
 
 // Run serves until ctx is cancelled; then it closes every listener, stops the
-// encoder, removes the FIFO if it created it and returns nil. It returns an
+// encoder, removes the FIFO and returns nil. It returns an
 // error only when the relay cannot start or its listener fails.
 func (r *Relay) Run(ctx context.Context) error {
 	defer r.ln.Close()
-	created, err := makeFIFO(r.cfg.FIFO)
-	if err != nil {
-		return err
+	// The daemon owns this path: a FIFO found there is one a previous run
+	// left behind when it died, so it is reused and removed on exit like a
+	// fresh one. Anything else there is refused and left alone.
+	if err := fifo.Make(r.cfg.FIFO, 0o600); err != nil {
+		return fmt.Errorf("speaker: %w", err)
 	}
-	if created {
-		defer func() {
-			if err := fifo.Remove(r.cfg.FIFO); err != nil {
-				r.cfg.Log.Warn("removing speaker FIFO", "path", r.cfg.FIFO, "err", err)
-			}
-		}()
-	}
+	defer func() {
+		if err := fifo.Remove(r.cfg.FIFO); err != nil {
+			r.cfg.Log.Warn("removing speaker FIFO", "path", r.cfg.FIFO, "err", err)
+		}
+	}()
 	in, err := fifo.OpenReadWrite(r.cfg.FIFO)
 	if err != nil {
 		return fmt.Errorf("speaker: %w", err)
@@ -265,12 +265,17 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.cfg.Ready != nil {
 		r.cfg.Ready(false)
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), r.cfg.WriteWait)
-	defer scancel()
 	// Shutdown closes the listener and waits for plain HTTP requests; the
 	// hijacked websockets are not its business, so they are told through
-	// ctx and waited for here.
-	_ = srv.Shutdown(sctx)
+	// ctx and waited for here. Every handler returns right after the
+	// upgrade, so nothing worth waiting for is left to Shutdown, and it
+	// would otherwise wait its whole timeout for a connection that never
+	// sent a request: the short grace and Close keep SIGTERM prompt.
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer scancel()
+	if srv.Shutdown(sctx) != nil {
+		_ = srv.Close()
+	}
 	if err == nil {
 		<-serveErr
 	}
@@ -282,19 +287,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	return err
 }
 
-// makeFIFO creates the FIFO unless it exists and reports whether it did, so
-// shutdown removes only what the relay made.
-func makeFIFO(path string) (bool, error) {
-	_, err := os.Lstat(path)
-	exists := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("speaker: %w", err)
-	}
-	if err := fifo.Make(path, 0o600); err != nil {
-		return false, fmt.Errorf("speaker: %w", err)
-	}
-	return !exists, nil
-}
+// shutdownGrace is how long stopping waits for HTTP connections the server
+// still tracks: upgrades half done and connections that never sent a request.
+const shutdownGrace = 200 * time.Millisecond
 
 // read drains the FIFO for the relay's whole life, with or without
 // listeners or an encoder, so nothing stale accumulates in the pipe; it
@@ -342,7 +337,8 @@ func (r *Relay) read(in io.Reader) {
 }
 
 // encoder wires the on-demand encoder to the relay: ffmpeg writes into out,
-// and its starts reset the packetizer and count in the metrics.
+// every fork is preceded by a packetizer reset, and starts count in the
+// metrics.
 func (r *Relay) encoder(out *os.File) *encoder {
 	return &encoder{
 		linger: r.cfg.Linger,
@@ -361,13 +357,21 @@ func (r *Relay) encoder(out *os.File) *encoder {
 				Backoff: supervise.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second},
 				Grace:   r.cfg.Grace,
 				Log:     r.cfg.Log,
+				// The previous child is reaped and the new one not forked
+				// yet, so whatever the reader gets from now on is the new
+				// encoder's: OnStart would run after the fork, late enough
+				// for the new child's first bytes to be glued to the old
+				// one's partial packet.
+				BeforeStart: func(context.Context) error {
+					r.resetPacketizer.Store(true)
+					return nil
+				},
 				OnExit: func(p *supervise.Process, err error) {
 					r.encoderPid.CompareAndSwap(int64(p.Pid()), 0)
 				},
 			}
 		},
 		started: func(p *supervise.Process, restart bool) {
-			r.resetPacketizer.Store(true)
 			r.encoderPid.Store(int64(p.Pid()))
 			r.m.encoderStarts.Inc()
 			if restart {

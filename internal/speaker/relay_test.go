@@ -207,7 +207,8 @@ func TestRelayOrigin(t *testing.T) {
 }
 
 func TestRelayPingPong(t *testing.T) {
-	r := startRelay(t, Config{PingInterval: 50 * time.Millisecond, PongWait: 300 * time.Millisecond})
+	// Many pings, each with ample time for its pong on a loaded machine.
+	r := startRelay(t, Config{PingInterval: 100 * time.Millisecond, PongWait: 2 * time.Second})
 
 	// A client that reads answers pings (gorilla's default ping handler)
 	// and stays connected well past the pong wait.
@@ -226,7 +227,7 @@ func TestRelayPingPong(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "10 pings", func() bool { return pings.Load() >= 10 })
+	waitFor(t, "30 pings", func() bool { return pings.Load() >= 30 })
 	select {
 	case err := <-readErr:
 		t.Fatalf("answering client was dropped: %v", err)
@@ -276,9 +277,60 @@ func TestRelayShutdownClosesListeners(t *testing.T) {
 	}
 }
 
-func TestRelayKeepsExistingFIFO(t *testing.T) {
+func TestRelayShutdownIgnoresSilentConnections(t *testing.T) {
+	cfg := Config{Addr: "127.0.0.1:0", FIFO: filepath.Join(t.TempDir(), "speaker"), Log: testLog(t)}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	// A port scanner or a half-open proxy connection: connected, silent.
+	silent, err := net.Dial("tcp", r.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	answered(t, r.Addr().String())
+
+	cancel()
+	stopped := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("relay did not stop within 30 s")
+	}
+	// Correctness, not speed: waiting out the silent connection took 5 s
+	// or more, past what a container runtime grants before it kills.
+	if d := time.Since(stopped); d > 2*time.Second {
+		t.Errorf("Run took %v to return after cancel: it waited for a connection that never sent a request", d)
+	}
+}
+
+// answered makes one plain HTTP request to addr and waits for the answer.
+// The server accepts in order, so once it answers, every connection made
+// before is accepted and tracked by the HTTP server.
+func answered(t *testing.T, addr string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	resp, err := client.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+func TestRelayRemovesItsFIFOEvenIfItPreexisted(t *testing.T) {
+	// What a hard exit leaves behind: the relay owns the path, so it takes
+	// the FIFO over and removes it, or it would be "pre-existing" forever.
 	path := filepath.Join(t.TempDir(), "speaker")
-	if err := fifo.Make(path, 0o600); err != nil {
+	if err := fifo.Make(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r, err := New(Config{Addr: "127.0.0.1:0", FIFO: path})
@@ -290,8 +342,27 @@ func TestRelayKeepsExistingFIFO(t *testing.T) {
 	if err := r.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Lstat(path); err != nil {
-		t.Fatalf("FIFO the relay did not create was removed: %v", err)
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("pre-existing FIFO left behind: %v", err)
+	}
+}
+
+func TestRelayRefusesRegularFileAsFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "speaker")
+	if err := os.WriteFile(path, []byte("not a pipe"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{Addr: "127.0.0.1:0", FIFO: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.Run(ctx); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Run with a regular file at the FIFO path: %v, want an error naming %s", err, path)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "not a pipe" {
+		t.Fatalf("regular file at the FIFO path was touched: %q, %v", b, err)
 	}
 }
 
