@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +26,9 @@ import (
 // The daemon is tested as a black box: the real binary, real pulseaudio and
 // ffmpeg, loopback ports and temp dirs, exactly the interfaces a pod uses.
 
+// testCookie is what a pod would put into PULSEAUDIO_COOKIE.
+const testCookie = "0123456789abcdef0123456789abcdef"
+
 type daemonUnderTest struct {
 	t                    *testing.T
 	cmd                  *exec.Cmd
@@ -33,6 +36,7 @@ type daemonUnderTest struct {
 	speaker, mic, ops    string
 	socket, cookie       string
 	speakerFIFO, micFIFO string
+	pulseTCP             string
 	exited               chan struct{}
 	exitErr              error
 	stderr               *testenv.SyncBuffer
@@ -58,17 +62,19 @@ func startDaemon(t *testing.T, bin string, extraArgs []string, extraEnv []string
 		speaker: testenv.FreeAddr(t), mic: testenv.FreeAddr(t), ops: testenv.FreeAddr(t),
 		socket: filepath.Join(dir, "pulse.sock"), cookie: filepath.Join(dir, "run", "cookie"),
 		speakerFIFO: filepath.Join(dir, "speaker"), micFIFO: filepath.Join(dir, "microphone"),
-		exited: make(chan struct{}), stderr: &testenv.SyncBuffer{},
+		pulseTCP: testenv.FreeAddr(t),
+		exited:   make(chan struct{}), stderr: &testenv.SyncBuffer{},
 	}
 	args := append([]string{
 		"--speaker-addr", d.speaker, "--microphone-addr", d.mic, "--ops-addr", d.ops,
 		"--speaker-fifo", d.speakerFIFO, "--microphone-fifo", d.micFIFO,
 		"--pulse-socket", d.socket, "--run-dir", filepath.Join(dir, "run"), "--log-dir", "",
+		"--pulse-tcp-addr", d.pulseTCP,
 		"--ffmpeg", ffmpeg, "--pulseaudio", testenv.Tool(t, "pulseaudio"),
 		"--encoder-linger", "1s", "--ping-interval", "2s", "--log-level", "debug",
 	}, extraArgs...)
 	d.cmd = exec.Command(bin, args...)
-	d.cmd.Env = append(cleanEnv(), extraEnv...)
+	d.cmd.Env = append(append(cleanEnv(), "PULSEAUDIO_COOKIE="+testCookie), extraEnv...)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Stdout = d.stderr
 	if err := d.cmd.Start(); err != nil {
@@ -295,6 +301,50 @@ func TestDaemon(t *testing.T) {
 		}
 	})
 
+	t.Run("cookie: byte-identical, required over TCP, never logged or inherited", func(t *testing.T) {
+		b, err := os.ReadFile(d.cookie)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != strings.Repeat(testCookie, 8) {
+			t.Errorf("cookie file is %d bytes %q..., want PULSEAUDIO_COOKIE 8 times", len(b), b[:min(len(b), 40)])
+		}
+		if fi, _ := os.Stat(d.cookie); fi.Mode().Perm() != 0o600 {
+			t.Errorf("cookie file mode %v, want 0600", fi.Mode())
+		}
+		pactl := testenv.Tool(t, "pactl")
+		withCookie := exec.Command(pactl, "-s", "tcp:"+d.pulseTCP, "info")
+		withCookie.Env = append(cleanEnv(), "PULSE_COOKIE="+d.cookie, "HOME="+d.dir)
+		if out, err := withCookie.CombinedOutput(); err != nil {
+			t.Errorf("pactl over TCP with the cookie: %v: %s", err, out)
+		}
+		wrong := filepath.Join(d.dir, "wrong-cookie")
+		os.WriteFile(wrong, []byte(strings.Repeat("f", 256)), 0o600)
+		withoutCookie := exec.Command(pactl, "-s", "tcp:"+d.pulseTCP, "info")
+		withoutCookie.Env = append(cleanEnv(), "PULSE_COOKIE="+wrong, "HOME="+d.dir)
+		if out, err := withoutCookie.CombinedOutput(); err == nil {
+			t.Errorf("pactl over TCP with a wrong cookie was let in: %s", out)
+		}
+		// A listener makes the encoder run, so its environment is checked too.
+		l := listen(t, d.speaker)
+		waitFor(t, 10*time.Second, "encoder running", func() bool { return len(d.children("ffmpeg")) == 1 })
+		for _, comm := range []string{"pulseaudio", "ffmpeg", "parec"} {
+			for _, pid := range d.children(comm) {
+				env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(string(env), testCookie) || strings.Contains(string(env), "PULSEAUDIO_COOKIE") {
+					t.Errorf("%s (%d) inherited the cookie", comm, pid)
+				}
+			}
+		}
+		l.close()
+		if strings.Contains(strings.ToLower(d.stderr.String()), testCookie) {
+			t.Error("the cookie appears in the daemon's log")
+		}
+	})
+
 	t.Run("speaker tone, no stale backlog", func(t *testing.T) {
 		// Played while nobody listens: must never reach a later listener.
 		play(t, d, 500, 300*time.Millisecond)
@@ -368,6 +418,15 @@ func TestDaemon(t *testing.T) {
 
 	t.Run("SIGTERM", func(t *testing.T) {
 		kids := append(append(d.children("pulseaudio"), d.children("ffmpeg")...), d.children("parec")...)
+		// Connections that never send a request (a browser's preconnect, a
+		// proxy's pool) must not hold up the stop.
+		for _, addr := range []string{d.speaker, d.mic, d.ops} {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
 		start := time.Now()
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -498,5 +557,4 @@ func testBadMicrophone(t *testing.T, d *daemonUnderTest) {
 	if code := d.readyz(); code != http.StatusOK {
 		t.Errorf("readyz %d after bad input", code)
 	}
-	io.Discard.Write(nil)
 }

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/config"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/logging"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/microphone"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/ops"
@@ -101,9 +104,18 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		return err
 	}
 	defer logFile.Close()
-	// Children inherit the environment; the cookie must reach PulseAudio only
-	// through the 0600 cookie file.
+	// Listen for signals before anything else: as PID 1 a SIGTERM that comes
+	// while the ports are being bound would otherwise be dropped, and podman
+	// would wait its whole timeout.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	// Children get an explicit environment without it (supervise never passes
+	// the daemon's on); dropping it here as well is defence in depth.
 	os.Unsetenv("PULSEAUDIO_COOKIE")
+	if err := cfg.CheckBinaries(); err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
 		return fmt.Errorf("run dir: %w", err)
@@ -115,10 +127,21 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		}
 	}
 	cookieFile := filepath.Join(cfg.RunDir, "cookie")
-	if err := pulse.WriteCookie(cookieFile, cookie); err != nil {
-		return err
-	}
-	defer os.Remove(cookieFile)
+	// What the daemon leaves behind when it stops, however it stops: the
+	// cookie (a secret), the FIFOs and the socket. The actors remove them on
+	// a normal stop; this also covers the --stop-timeout exit.
+	cleanup := sync.OnceFunc(func() {
+		os.Remove(cookieFile)
+		for _, f := range []string{cfg.SpeakerFIFO, cfg.MicrophoneFIFO} {
+			if err := fifo.Remove(f); err != nil {
+				log.Warn("cleanup", "err", err)
+			}
+		}
+		if fi, err := os.Lstat(cfg.PulseSocket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(cfg.PulseSocket)
+		}
+	})
+	defer cleanup()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -180,16 +203,20 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 
 	var g run.Group
 	sigCtx, stopSignals := context.WithCancel(context.Background())
-	sigExec, sigInterrupt := run.SignalHandler(sigCtx, syscall.SIGINT, syscall.SIGTERM)
-	g.Add(sigExec, func(err error) {
-		sigInterrupt(err)
+	g.Add(func() error {
+		select {
+		case sig := <-sigs:
+			return run.SignalError{Signal: sig}
+		case <-sigCtx.Done():
+			return sigCtx.Err()
+		}
+	}, func(error) {
 		stopSignals()
-	})
-	// A hard deadline for the whole shutdown: whatever a child does, the
-	// container stops within --stop-timeout.
-	g.Add(func() error { <-sigCtx.Done(); return nil }, func(error) {
+		// A hard deadline for the whole shutdown: whatever a child does, the
+		// container stops within --stop-timeout, and leaves no secret behind.
 		time.AfterFunc(cfg.StopTimeout, func() {
 			log.Error("shutdown exceeded --stop-timeout, exiting", "stop_timeout", cfg.StopTimeout)
+			cleanup()
 			os.Exit(1)
 		})
 	})

@@ -14,12 +14,13 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/peterbourgon/ff/v3"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
 )
 
 // EnvPrefix is the prefix under which every flag can also be given, e.g.
@@ -114,12 +115,43 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if err := applyEmptyEnv(fs, args, env); err != nil {
+		return c, err
+	}
 	c.Cookie = d.cookie
 	c.AllowedOrigins = splitList(origins)
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 	}
 	return c, c.validate()
+}
+
+// applyEmptyEnv gives PULSE_SIDECAR_X= (set, empty) its meaning for string
+// flags: ff ignores empty variables, but for --pulse-tcp-addr,
+// --speaker-warmer and --log-dir empty is how a deployment turns a feature
+// off. The command line still wins.
+func applyEmptyEnv(fs *flag.FlagSet, args []string, env func(string) (string, bool)) error {
+	onCommandLine := map[string]bool{}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if strings.HasPrefix(a, "-") {
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			onCommandLine[name] = true
+		}
+	}
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		g, ok := f.Value.(flag.Getter)
+		if _, isString := g.Get().(string); !ok || !isString || onCommandLine[f.Name] || err != nil {
+			return
+		}
+		if v, set := env(EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); set && v == "" {
+			err = fs.Set(f.Name, "")
+		}
+	})
+	return err
 }
 
 type defaultValues struct {
@@ -168,7 +200,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.PulseTCPAddr != "" {
-		if err := checkAddr(c.PulseTCPAddr); err != nil {
+		if err := pulse.CheckTCPAddr(c.PulseTCPAddr); err != nil {
 			return fmt.Errorf("--pulse-tcp-addr %q: %v", c.PulseTCPAddr, err)
 		}
 		if c.Cookie == "" {
@@ -205,8 +237,8 @@ func (c *Config) validate() error {
 	if c.MicRate < 8000 || c.MicRate > 192000 {
 		return fmt.Errorf("--mic-rate %d: want 8000..192000", c.MicRate)
 	}
-	if c.MicChannels < 1 || c.MicChannels > 8 {
-		return fmt.Errorf("--mic-channels %d: want 1..8", c.MicChannels)
+	if c.MicChannels < 1 || c.MicChannels > 2 {
+		return fmt.Errorf("--mic-channels %d: want 1 or 2", c.MicChannels)
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -256,19 +288,14 @@ func checkAddr(a string) error {
 	return nil
 }
 
+// checkPath holds every path to what PulseAudio accepts as a module
+// argument: the FIFOs and the socket end up in its script, and one rule for
+// all paths is easier to explain than two.
 func checkPath(p string) error {
 	if p == "" {
 		return errors.New("must not be empty")
 	}
-	if !filepath.IsAbs(p) {
-		return errors.New("must be an absolute path")
-	}
-	// PulseAudio module arguments are space-separated; keep paths to what
-	// can be passed without quoting.
-	if strings.ContainsAny(p, " \t\n\"'\\=") {
-		return errors.New("must not contain spaces, quotes, backslashes or '='")
-	}
-	return nil
+	return pulse.CheckPath(p)
 }
 
 func isHex32(s string) bool {
@@ -319,4 +346,26 @@ Variables of the original image, read under their own names:
   ABCDESKTOP_RUN_DIR  default for --run-dir
   ABCDESKTOP_LOG_DIR  default for --log-dir
 `)
+}
+
+// CheckBinaries makes a wrong --pulseaudio, --ffmpeg or --speaker-warmer a
+// start-up error naming the flag, instead of a child that fails and is
+// restarted forever. Only the daemon calls it: healthcheck and version run
+// without those programs.
+func (c *Config) CheckBinaries() error {
+	for _, b := range []struct{ flag, path string }{
+		{"pulseaudio", c.PulseAudio}, {"ffmpeg", c.FFmpeg}, {"speaker-warmer", c.Warmer},
+	} {
+		if b.path == "" {
+			continue
+		}
+		fi, err := os.Stat(b.path)
+		if err != nil {
+			return fmt.Errorf("--%s %q: %v", b.flag, b.path, err)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return fmt.Errorf("--%s %q: not an executable file", b.flag, b.path)
+		}
+	}
+	return nil
 }

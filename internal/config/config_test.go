@@ -57,12 +57,13 @@ func TestOriginalVariables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for got, want := range map[string]string{
-		c.SpeakerAddr: "10.9.9.9:29788", c.MicrophoneAddr: "10.9.9.9:29789", c.PulseTCPAddr: "10.9.9.9:4713",
-		c.PulseSocket: "/tmp/x.sock", c.RunDir: "/run/d", c.LogDir: "/log/d", c.Cookie: "0123456789abcdef0123456789ABCDEF",
+	for _, f := range []struct{ name, got, want string }{
+		{"speaker", c.SpeakerAddr, "10.9.9.9:29788"}, {"microphone", c.MicrophoneAddr, "10.9.9.9:29789"},
+		{"pulse tcp", c.PulseTCPAddr, "10.9.9.9:4713"}, {"socket", c.PulseSocket, "/tmp/x.sock"},
+		{"run dir", c.RunDir, "/run/d"}, {"log dir", c.LogDir, "/log/d"}, {"cookie", c.Cookie, "0123456789abcdef0123456789ABCDEF"},
 	} {
-		if got != want {
-			t.Errorf("got %q, want %q", got, want)
+		if f.got != f.want {
+			t.Errorf("%s: got %q, want %q", f.name, f.got, f.want)
 		}
 	}
 	t.Setenv("CONTAINER_IP_ADDR", "")
@@ -107,6 +108,11 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 		{[]string{"--mic-format", "u8"}, nil, "--mic-format"},
 		{[]string{"--mic-rate", "5"}, nil, "--mic-rate"},
 		{[]string{"--mic-channels", "0"}, nil, "--mic-channels"},
+		{[]string{"--mic-channels", "3"}, nil, "--mic-channels"},
+		{[]string{"--microphone-fifo", "/container/mic#1"}, nil, "--microphone-fifo"},
+		{[]string{"--run-dir", "/var/run/../run"}, nil, "--run-dir"},
+		{[]string{"--pulse-tcp-addr", "localhost:4713"}, map[string]string{"PULSEAUDIO_COOKIE": "0123456789abcdef0123456789abcdef"}, "--pulse-tcp-addr"},
+		{[]string{"--pulse-tcp-addr", "127.0.0.1:0"}, map[string]string{"PULSEAUDIO_COOKIE": "0123456789abcdef0123456789abcdef"}, "--pulse-tcp-addr"},
 		{[]string{"--speaker-addr", "nonsense"}, nil, "--speaker-addr"},
 		{[]string{"--ops-addr", "host.example:80"}, nil, "--ops-addr"},
 		{[]string{"--speaker-fifo", "relative"}, nil, "--speaker-fifo"},
@@ -158,6 +164,52 @@ func TestHelpListsEveryFlagAndVariable(t *testing.T) {
 	for _, v := range []string{"PULSEAUDIO_COOKIE", "POD_IP", "CONTAINER_IP_ADDR", "PULSE_SERVER", "ABCDESKTOP_RUN_DIR", "ABCDESKTOP_LOG_DIR"} {
 		if !strings.Contains(out.String(), v) {
 			t.Errorf("--help lacks %s", v)
+		}
+	}
+}
+
+func TestEmptyEnvironmentValueDisables(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("PULSEAUDIO_COOKIE", "0123456789abcdef0123456789abcdef")
+	t.Setenv("PULSE_SIDECAR_PULSE_TCP_ADDR", "")
+	t.Setenv("PULSE_SIDECAR_SPEAKER_WARMER", "")
+	t.Setenv("PULSE_SIDECAR_LOG_DIR", "")
+	c, err := Parse("pulse-sidecar", nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PulseTCPAddr != "" || c.Warmer != "" || c.LogDir != "" {
+		t.Errorf("empty variables ignored: tcp %q warmer %q log dir %q", c.PulseTCPAddr, c.Warmer, c.LogDir)
+	}
+	c, err = Parse("pulse-sidecar", []string{"--pulse-tcp-addr=127.0.0.1:4713", "--log-dir", "/var/log/x"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PulseTCPAddr != "127.0.0.1:4713" || c.LogDir != "/var/log/x" {
+		t.Errorf("the command line must beat an empty variable: %q %q", c.PulseTCPAddr, c.LogDir)
+	}
+}
+
+func TestCheckBinaries(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "exe")
+	os.WriteFile(exe, []byte("#!/bin/true\n"), 0o755)
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, nil, 0o644)
+	ok := Config{PulseAudio: exe, FFmpeg: exe, Warmer: ""}
+	if err := ok.CheckBinaries(); err != nil {
+		t.Errorf("executables: %v", err)
+	}
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{PulseAudio: filepath.Join(dir, "missing"), FFmpeg: exe}, "--pulseaudio"},
+		{Config{PulseAudio: exe, FFmpeg: plain}, "--ffmpeg"},
+		{Config{PulseAudio: exe, FFmpeg: exe, Warmer: dir}, "--speaker-warmer"},
+	} {
+		if err := c.cfg.CheckBinaries(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want an error naming %s", c.cfg, err, c.want)
 		}
 	}
 }

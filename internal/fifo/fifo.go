@@ -131,7 +131,8 @@ func RawWrite(f *os.File, b []byte) (int, error) {
 	var werr error
 	if err := rc.Write(func(fd uintptr) bool {
 		n, werr = unix.Write(int(fd), b)
-		// true: never park in the poller (the fd is not registered anyway).
+		// true: never park in the poller. os.NewFile did register the
+		// non-blocking fd with it, and parking would turn EAGAIN into a wait.
 		return true
 	}); err != nil {
 		return 0, err

@@ -119,6 +119,17 @@ func (c Config) validate() error {
 	return nil
 }
 
+// CheckPath reports whether p can be passed to PulseAudio as a module
+// argument; the daemon's flag parsing uses it so a bad path fails at start,
+// naming the flag, not later inside the PulseAudio actor.
+func CheckPath(p string) error { return checkPath(p) }
+
+// CheckTCPAddr reports whether s can be the TCP module's listen address.
+func CheckTCPAddr(s string) error {
+	_, _, err := splitTCP(s)
+	return err
+}
+
 // checkPath accepts clean absolute paths made of characters that cannot end
 // or quote a module argument: PulseAudio splits arguments at whitespace and
 // honours quotes and backslashes, so any of them would let a value inject
