@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -140,6 +141,26 @@ func (d *daemonUnderTest) waitReady(within time.Duration) time.Duration {
 	}
 	d.t.Fatalf("daemon not ready within %s\n%s", within, d.stderr.String())
 	return 0
+}
+
+// metric reads one unlabelled value from /metrics, -1 when it is not there.
+func (d *daemonUnderTest) metric(name string) float64 {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + d.ops + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 // pulseEnv is what a desktop client needs to reach the daemon's PulseAudio.
@@ -513,6 +534,9 @@ func testBadMicrophone(t *testing.T, d *daemonUnderTest) {
 		}
 	}
 	dial := func() *websocket.Conn {
+		// The previous sender's slot is released once its handler is done;
+		// the senders gauge says when.
+		waitFor(t, 10*time.Second, "microphone sender slot free", func() bool { return d.metric("pulse_sidecar_microphone_senders") == 0 })
 		c, _, err := websocket.DefaultDialer.Dial("ws://"+d.mic+"/", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -540,7 +564,11 @@ func testBadMicrophone(t *testing.T, d *daemonUnderTest) {
 			t.Fatal(err)
 		}
 	}
-	second := dial()
+	waitFor(t, 10*time.Second, "first sender registered", func() bool { return d.metric("pulse_sidecar_microphone_senders") == 1 })
+	second, _, err := websocket.DefaultDialer.Dial("ws://"+d.mic+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if code := closeCode(second); code != 1013 {
 		t.Errorf("second sender: close %d, want 1013", code)
 	}

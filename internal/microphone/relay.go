@@ -284,6 +284,22 @@ func (r *Relay) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "microphone: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	// The sender slot is claimed before the handshake is answered: a client
+	// whose handshake completed first is then the sender, whatever order the
+	// two handlers happen to be scheduled in afterwards.
+	// The senders gauge follows the slot exactly, so a client (or a test)
+	// that sees it at 0 knows the next connection will be the sender.
+	sender := false
+	select {
+	case r.sender <- struct{}{}:
+		sender = true
+		r.m.senders.Inc()
+		defer func() {
+			<-r.sender
+			r.m.senders.Dec()
+		}()
+	default:
+	}
 	c, err := r.upgrader.Upgrade(w, req, nil)
 	if err != nil {
 		log.Info("microphone websocket upgrade failed", "err", err)
@@ -294,18 +310,12 @@ func (r *Relay) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer r.untrack(c)
-
-	select {
-	case r.sender <- struct{}{}:
-	default:
+	if !sender {
 		r.m.rejected.WithLabelValues(reasonBusy).Inc()
 		log.Info("microphone websocket refused: another client is sending")
 		r.refuse(c, websocket.CloseTryAgainLater, "another client is sending microphone audio")
 		return
 	}
-	defer func() { <-r.sender }()
-	r.m.senders.Inc()
-	defer r.m.senders.Dec()
 
 	log.Info("microphone sender connected", "format", in.String())
 	err = r.receive(c, conv)
