@@ -367,7 +367,9 @@ func TestDaemon(t *testing.T) {
 	})
 
 	t.Run("speaker tone, no stale backlog", func(t *testing.T) {
-		// Played while nobody listens: must never reach a later listener.
+		// Played while nobody listens and the encoder is stopped: must never
+		// reach a later listener.
+		waitFor(t, 10*time.Second, "encoder stopped after the linger", func() bool { return len(d.children("ffmpeg")) == 0 })
 		play(t, d, 500, 300*time.Millisecond)
 		dialed := time.Now()
 		l := listen(t, d.speaker)

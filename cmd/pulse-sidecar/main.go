@@ -145,7 +145,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ready := ops.NewReadiness("pulseaudio", "speaker", "microphone")
+	ready := ops.NewReadiness("pulseaudio", "warmer", "speaker", "microphone")
 
 	reapAll, err := supervise.ReapAllWanted()
 	if err != nil {
@@ -172,7 +172,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 	}
 	warmer := &pulse.Warmer{
 		Parec: cfg.Warmer, Socket: cfg.PulseSocket, CookieFile: cookieFile, Cookie: cookie,
-		Reaper: reaper, Log: log.With("actor", "warmer"),
+		Reaper: reaper, Log: log.With("actor", "warmer"), Ready: ready.Setter("warmer"),
 	}
 	spk, err := speaker.New(speaker.Config{
 		Addr: cfg.SpeakerAddr, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,

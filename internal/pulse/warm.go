@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
@@ -34,22 +35,53 @@ type Warmer struct {
 	Cookie     []byte
 	Reaper     *supervise.Reaper
 	Log        *slog.Logger
+	// Ready reports whether the warming stream delivers audio. The daemon is
+	// not ready before: an encoder started by a listener that came in
+	// earlier would still wait for the idle sink's 2 s block.
+	Ready func(bool)
 }
 
 // Run keeps the warming stream connected until ctx is cancelled.
 func (w *Warmer) Run(ctx context.Context) error {
+	ready := w.Ready
+	if ready == nil {
+		ready = func(bool) {}
+	}
 	if w.Parec == "" {
+		ready(true)
 		<-ctx.Done()
 		return nil
 	}
 	if w.Reaper == nil {
 		return errors.New("pulse warmer: no reaper")
 	}
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	// The recorder writes into a pipe the warmer drains, rather than into
+	// /dev/null, so that the first bytes tell when the sink is warm. The
+	// warmer keeps the write end open too: a recorder exiting is then not
+	// EOF, and every restart gets the same pipe.
+	r, wr, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("pulse warmer: %w", err)
 	}
-	defer devnull.Close()
+	defer wr.Close()
+	var flowing atomic.Bool
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		buf := make([]byte, 16<<10)
+		for {
+			if _, err := r.Read(buf); err != nil {
+				return
+			}
+			if flowing.CompareAndSwap(false, true) {
+				ready(true)
+			}
+		}
+	}()
+	defer func() {
+		r.Close()
+		<-drained
+	}()
 	sup := &supervise.Supervisor{
 		Reaper: w.Reaper,
 		Spec: supervise.Spec{
@@ -62,7 +94,7 @@ func (w *Warmer) Run(ctx context.Context) error {
 				"--client-name=pulse-sidecar-warmer", "--stream-name=keep speaker warm",
 			},
 			Env:    []string{"PULSE_SERVER=unix:" + w.Socket, "PULSE_COOKIE=" + w.CookieFile},
-			Stdout: devnull,
+			Stdout: wr,
 			Log:    w.Log,
 		},
 		Backoff: supervise.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second},
@@ -83,6 +115,10 @@ func (w *Warmer) Run(ctx context.Context) error {
 				case <-time.After(100 * time.Millisecond):
 				}
 			}
+		},
+		OnExit: func(*supervise.Process, error) {
+			flowing.Store(false)
+			ready(false)
 		},
 	}
 	return sup.Run(ctx)
