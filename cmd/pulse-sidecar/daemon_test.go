@@ -349,7 +349,7 @@ func TestDaemon(t *testing.T) {
 		// A listener makes the encoder run, so its environment is checked too.
 		l := listen(t, d.speaker)
 		waitFor(t, 10*time.Second, "encoder running", func() bool { return len(d.children("ffmpeg")) == 1 })
-		for _, comm := range []string{"pulseaudio", "ffmpeg", "parec"} {
+		for _, comm := range []string{"pulseaudio", "ffmpeg"} {
 			for _, pid := range d.children(comm) {
 				env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 				if err != nil {
@@ -440,7 +440,7 @@ func TestDaemon(t *testing.T) {
 	})
 
 	t.Run("SIGTERM", func(t *testing.T) {
-		kids := append(append(d.children("pulseaudio"), d.children("ffmpeg")...), d.children("parec")...)
+		kids := append(d.children("pulseaudio"), d.children("ffmpeg")...)
 		// Connections that never send a request (a browser's preconnect, a
 		// proxy's pool) must not hold up the stop.
 		for _, addr := range []string{d.speaker, d.mic, d.ops} {

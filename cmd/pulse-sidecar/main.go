@@ -145,7 +145,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ready := ops.NewReadiness("pulseaudio", "warmer", "speaker", "microphone")
+	ready := ops.NewReadiness("pulseaudio", "speaker", "microphone")
 
 	reapAll, err := supervise.ReapAllWanted()
 	if err != nil {
@@ -165,14 +165,10 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		Config: pulse.Config{
 			Socket: cfg.PulseSocket, TCPAddr: cfg.PulseTCPAddr, CookieFile: cookieFile,
 			MicFIFO: cfg.MicrophoneFIFO, MicFormat: cfg.MicFormat, MicRate: cfg.MicRate,
-			MicChannels: cfg.MicChannels, RunDir: cfg.RunDir,
+			MicChannels: cfg.MicChannels, RunDir: cfg.RunDir, WarmSpeaker: cfg.WarmSpeaker,
 		},
 		Binary: cfg.PulseAudio, Cookie: cookie, Reaper: reaper, Grace: grace,
 		Log: log.With("actor", "pulseaudio"), Ready: ready.Setter("pulseaudio"), Registerer: reg,
-	}
-	warmer := &pulse.Warmer{
-		Parec: cfg.Warmer, Socket: cfg.PulseSocket, CookieFile: cookieFile, Cookie: cookie,
-		Reaper: reaper, Log: log.With("actor", "warmer"), Ready: ready.Setter("warmer"),
 	}
 	spk, err := speaker.New(speaker.Config{
 		Addr: cfg.SpeakerAddr, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,
@@ -224,7 +220,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		name string
 		run  func(context.Context) error
 	}{
-		{"pulseaudio", pa.Run}, {"warmer", warmer.Run}, {"speaker", spk.Run}, {"microphone", mic.Run}, {"ops", opsSrv.Run},
+		{"pulseaudio", pa.Run}, {"speaker", spk.Run}, {"microphone", mic.Run}, {"ops", opsSrv.Run},
 	} {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {

@@ -172,14 +172,13 @@ func TestEmptyEnvironmentValueDisables(t *testing.T) {
 	clearEnv(t)
 	t.Setenv("PULSEAUDIO_COOKIE", "0123456789abcdef0123456789abcdef")
 	t.Setenv("PULSE_SIDECAR_PULSE_TCP_ADDR", "")
-	t.Setenv("PULSE_SIDECAR_SPEAKER_WARMER", "")
 	t.Setenv("PULSE_SIDECAR_LOG_DIR", "")
 	c, err := Parse("pulse-sidecar", nil, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PulseTCPAddr != "" || c.Warmer != "" || c.LogDir != "" {
-		t.Errorf("empty variables ignored: tcp %q warmer %q log dir %q", c.PulseTCPAddr, c.Warmer, c.LogDir)
+	if c.PulseTCPAddr != "" || c.LogDir != "" {
+		t.Errorf("empty variables ignored: tcp %q log dir %q", c.PulseTCPAddr, c.LogDir)
 	}
 	c, err = Parse("pulse-sidecar", []string{"--pulse-tcp-addr=127.0.0.1:4713", "--log-dir", "/var/log/x"}, &bytes.Buffer{})
 	if err != nil {
@@ -196,7 +195,7 @@ func TestCheckBinaries(t *testing.T) {
 	os.WriteFile(exe, []byte("#!/bin/true\n"), 0o755)
 	plain := filepath.Join(dir, "plain")
 	os.WriteFile(plain, nil, 0o644)
-	ok := Config{PulseAudio: exe, FFmpeg: exe, Warmer: ""}
+	ok := Config{PulseAudio: exe, FFmpeg: exe}
 	if err := ok.CheckBinaries(); err != nil {
 		t.Errorf("executables: %v", err)
 	}
@@ -206,7 +205,7 @@ func TestCheckBinaries(t *testing.T) {
 	}{
 		{Config{PulseAudio: filepath.Join(dir, "missing"), FFmpeg: exe}, "--pulseaudio"},
 		{Config{PulseAudio: exe, FFmpeg: plain}, "--ffmpeg"},
-		{Config{PulseAudio: exe, FFmpeg: exe, Warmer: dir}, "--speaker-warmer"},
+		{Config{PulseAudio: exe, FFmpeg: dir}, "--ffmpeg"},
 	} {
 		if err := c.cfg.CheckBinaries(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want an error naming %s", c.cfg, err, c.want)

@@ -19,6 +19,7 @@ func baseConfig() Config {
 		MicRate:     44100,
 		MicChannels: 1,
 		RunDir:      "/var/run/desktop/pulse",
+		WarmSpeaker: true,
 	}
 }
 
@@ -49,6 +50,7 @@ func TestRenderGolden(t *testing.T) {
 		{"tcp-ipv4", func(c *Config) { c.TCPAddr = "10.1.2.3:4713" }},
 		{"tcp-ipv6", func(c *Config) { c.TCPAddr = "[fd00::1]:4713"; c.MicFormat = "s16le"; c.MicRate = 48000 }},
 		{"tcp-any", func(c *Config) { c.TCPAddr = ":4713" }},
+		{"cold", func(c *Config) { c.WarmSpeaker = false }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := baseConfig()

@@ -110,6 +110,7 @@ func TestDaemonWithPulseAudio(t *testing.T) {
 			MicRate:     44100,
 			MicChannels: 1,
 			RunDir:      filepath.Join(dir, "run"),
+			WarmSpeaker: true,
 		},
 		Binary:     binary,
 		Cookie:     cookie,
@@ -137,6 +138,9 @@ func TestDaemonWithPulseAudio(t *testing.T) {
 		{"info", "Default Sink: speaker"},
 		{"list short sinks", "speaker"},
 		{"list short sources", "microphone"},
+		// The warming loopback holds the speaker's monitor at 30 ms.
+		{"list short source-outputs", "module-loopback"},
+		{"list short sinks", "speaker_warmer"},
 	} {
 		out, err := pactl(t, server, d.CookieFile, strings.Fields(tc.args)...)
 		if err != nil || !strings.Contains(out, tc.want) {
