@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
 const testTimeout = 20 * time.Second
@@ -461,41 +461,7 @@ func TestRelayShutdownIgnoresSilentConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-
-	// A port scanner or a half-open proxy connection: connected, silent.
-	silent, err := net.Dial("tcp", r.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	// The server accepts in order, so once a later request is answered the
-	// silent connection is accepted and tracked by the HTTP server.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testTimeout}
-	resp, err := client.Get("http://" + r.Addr().String() + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-
-	cancel()
-	stopped := time.Now()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(testTimeout):
-		t.Fatal("Run did not return after cancel")
-	}
-	// Correctness, not speed: waiting out the silent connection took 5 s,
-	// past what a container runtime grants before it kills.
-	if d := time.Since(stopped); d > 2*time.Second {
-		t.Errorf("Run took %v to return after cancel: it waited for a connection that never sent a request", d)
-	}
+	testenv.StopsDespiteSilentConnection(t, r.Addr().String(), r.Run)
 }
 
 func TestRelayShutdownClosesSenders(t *testing.T) {

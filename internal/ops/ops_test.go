@@ -4,13 +4,13 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
 func startServer(t *testing.T, r *Readiness, reg *prometheus.Registry, pprof bool) string {
@@ -121,36 +121,5 @@ func TestShutdownIgnoresSilentConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-
-	// A port scanner or a half-open probe connection: connected, silent.
-	silent, err := net.Dial("tcp", s.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	// The server accepts in order, so once a later request is answered the
-	// silent connection is accepted and tracked by the HTTP server.
-	if code, _ := get(t, "http://"+s.Addr().String()+"/healthz"); code != 200 {
-		t.Fatalf("healthz: %d", code)
-	}
-
-	cancel()
-	stopped := time.Now()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	// Correctness, not speed: the daemon's whole stop must fit in the
-	// container runtime's timeout, and ops is only one of its parts.
-	if d := time.Since(stopped); d > 2*time.Second {
-		t.Errorf("Run took %v to return after cancel: it waited for a connection that never sent a request", d)
-	}
+	testenv.StopsDespiteSilentConnection(t, s.Addr().String(), s.Run)
 }

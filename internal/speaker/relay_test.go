@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
 // testLog sends the relay's log to the test's log.
@@ -283,47 +284,7 @@ func TestRelayShutdownIgnoresSilentConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-
-	// A port scanner or a half-open proxy connection: connected, silent.
-	silent, err := net.Dial("tcp", r.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	answered(t, r.Addr().String())
-
-	cancel()
-	stopped := time.Now()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("relay did not stop within 30 s")
-	}
-	// Correctness, not speed: waiting out the silent connection took 5 s
-	// or more, past what a container runtime grants before it kills.
-	if d := time.Since(stopped); d > 2*time.Second {
-		t.Errorf("Run took %v to return after cancel: it waited for a connection that never sent a request", d)
-	}
-}
-
-// answered makes one plain HTTP request to addr and waits for the answer.
-// The server accepts in order, so once it answers, every connection made
-// before is accepted and tracked by the HTTP server.
-func answered(t *testing.T, addr string) {
-	t.Helper()
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
-	resp, err := client.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	testenv.StopsDespiteSilentConnection(t, r.Addr().String(), r.Run)
 }
 
 func TestRelayRemovesItsFIFOEvenIfItPreexisted(t *testing.T) {
