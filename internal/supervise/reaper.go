@@ -72,9 +72,26 @@ func ReapAllWanted() (bool, error) {
 	if os.Getpid() == 1 {
 		return true, nil
 	}
-	// PR_GET_CHILD_SUBREAPER stores the flag through its second argument.
+	return subreaper(func(flag *int32) error {
+		// PR_GET_CHILD_SUBREAPER stores the flag through its second argument.
+		return unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(flag)), 0, 0, 0)
+	})
+}
+
+// subreaper interprets PR_GET_CHILD_SUBREAPER as get answers it. EINVAL means
+// the option is unknown to whoever answered: qemu-user (7.2) answers every
+// subreaper prctl so, which is how the arm64 image runs on an amd64 host
+// without binfmt, and kernels before 3.4 have no subreapers at all. Such a
+// process cannot have made itself a subreaper, so it is not one (only a
+// parent that set the flag before exec'ing qemu could make it one; its
+// orphans would then stay zombies until the daemon exits, which is harmless).
+func subreaper(get func(flag *int32) error) (bool, error) {
 	var flag int32
-	if err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&flag)), 0, 0, 0); err != nil {
+	err := get(&flag)
+	if errors.Is(err, unix.EINVAL) {
+		return false, nil
+	}
+	if err != nil {
 		return false, fmt.Errorf("prctl(PR_GET_CHILD_SUBREAPER): %w", err)
 	}
 	return flag != 0, nil

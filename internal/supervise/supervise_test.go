@@ -454,3 +454,39 @@ func childrenOf(t *testing.T, ppid int) []int {
 	}
 	return kids
 }
+
+// TestSubreaperAnswers pins how PR_GET_CHILD_SUBREAPER's answers are read.
+// EINVAL is what qemu-user 7.2 answers for the option: the arm64 daemon under
+// emulation stopped there before. internal/arm64test runs the real one.
+func TestSubreaperAnswers(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		flag    int32
+		err     error
+		want    bool
+		wantErr bool
+	}{
+		{name: "subreaper", flag: 1, want: true},
+		{name: "not a subreaper", flag: 0, want: false},
+		{name: "option unknown (qemu-user, old kernels)", err: unix.EINVAL, want: false},
+		{name: "other failure", err: unix.EFAULT, wantErr: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := subreaper(func(flag *int32) error {
+				*flag = c.flag
+				return c.err
+			})
+			if got != c.want || (err != nil) != c.wantErr {
+				t.Errorf("subreaper = %v, %v; want %v, error %v", got, err, c.want, c.wantErr)
+			}
+			if c.wantErr && !errors.Is(err, c.err) {
+				t.Errorf("error %v does not wrap %v", err, c.err)
+			}
+		})
+	}
+	// This host's kernel knows the option, and a test process is no subreaper
+	// unless something above it made it one; either way it must answer.
+	if _, err := ReapAllWanted(); err != nil {
+		t.Errorf("ReapAllWanted on this host: %v", err)
+	}
+}
