@@ -118,6 +118,11 @@ func (f *Fetcher) Fetch(ctx context.Context, items []Item) (map[string]string, e
 	if progress == nil {
 		progress = nopProgress{}
 	}
+	// One client for the whole run, so downloads share its connections.
+	client := f.Client
+	if client == nil {
+		client = &Client{}
+	}
 	var total int64
 	for _, it := range items {
 		total += it.Size
@@ -137,7 +142,7 @@ func (f *Fetcher) Fetch(ctx context.Context, items []Item) (map[string]string, e
 		go func() {
 			defer wg.Done()
 			for it := range work {
-				p, cached, err := f.one(ctx, it, progress)
+				p, cached, err := f.one(ctx, client, it, progress)
 				progress.Done(it, cached, err)
 				mu.Lock()
 				if err != nil {
@@ -176,7 +181,7 @@ func (f *Fetcher) parallel() int {
 }
 
 // one fetches a single item, trying its URLs in order.
-func (f *Fetcher) one(ctx context.Context, it Item, progress Progress) (path string, cached bool, err error) {
+func (f *Fetcher) one(ctx context.Context, client *Client, it Item, progress Progress) (path string, cached bool, err error) {
 	if p, ok := f.Cache.lookup(it); ok {
 		progress.Add(it.Size)
 		return p, true, nil
@@ -187,7 +192,7 @@ func (f *Fetcher) one(ctx context.Context, it Item, progress Progress) (path str
 	var failures []string
 	mirrorGone := false
 	for i, u := range it.URLs {
-		p, err := f.fromURL(ctx, it, u, progress)
+		p, err := f.fromURL(ctx, client, it, u, progress)
 		if err == nil {
 			return p, false, nil
 		}
@@ -206,11 +211,7 @@ func (f *Fetcher) one(ctx context.Context, it Item, progress Progress) (path str
 }
 
 // fromURL downloads one URL with the client's retries.
-func (f *Fetcher) fromURL(ctx context.Context, it Item, u string, progress Progress) (string, error) {
-	client := f.Client
-	if client == nil {
-		client = &Client{}
-	}
+func (f *Fetcher) fromURL(ctx context.Context, client *Client, it Item, u string, progress Progress) (string, error) {
 	var path string
 	err := client.retry(ctx, func() (int64, error) {
 		p, n, err := f.download(ctx, client, it, u, progress)
