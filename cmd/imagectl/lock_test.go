@@ -222,6 +222,12 @@ func TestOutdated(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != exitError || rep.Security != 2 || len(rep.Updates) != 3 {
 		t.Fatalf("json: exit %d, %v: %s", code, err, stdout)
 	}
+	// An archive older than the lock hides updates: refused, not "current".
+	old := archiveAt(t, key, now.Add(-3*time.Hour), false)
+	oldArgs := []string{"outdated", "--lock", lockPath, "--keys", keys, "--mirror", old + "/debian", "--security-mirror", old + "/debian-security", "--apt-root", "/nonexistent"}
+	if code, stdout, stderr := runCmd(t, oldArgs...); code != exitError || !strings.Contains(stderr, "older than") || strings.Contains(stdout, "current") {
+		t.Fatalf("older archive: exit %d %s %s", code, stdout, stderr)
+	}
 	// No security update: exit 0 even with other updates.
 	noSec := archiveAt(t, key, now.Add(-time.Hour), false)
 	args = []string{"outdated", "--lock", lockPath, "--keys", keys, "--mirror", noSec + "/debian", "--security-mirror", noSec + "/debian-security", "--apt-root", "/nonexistent"}

@@ -25,10 +25,14 @@ func (c *capped) Read(p []byte) (int, error) {
 	if c.left <= 0 {
 		// One byte more than allowed tells "exactly at the cap" from "over".
 		var one [1]byte
-		if n, _ := c.r.Read(one[:]); n > 0 {
+		n, err := io.ReadFull(c.r, one[:])
+		if n > 0 {
 			return 0, fmt.Errorf("decompresses to more than %d bytes", c.cap)
 		}
-		return c.r.Read(p[:0])
+		if err == io.ErrUnexpectedEOF || err == nil {
+			err = io.EOF
+		}
+		return 0, err
 	}
 	if int64(len(p)) > c.left {
 		p = p[:c.left]
@@ -44,21 +48,24 @@ func (c *capped) Read(p []byte) (int, error) {
 // would become gigabytes of zeros in the image. No Debian package has
 // sparse entries; dpkg refuses them too.
 func noSparse(r io.Reader) io.Reader {
-	return &tarWatch{r: r}
+	return &tarWatch{r: r, paxSize: -1}
 }
 
 type tarWatch struct {
 	r   io.Reader
 	err error
 	// state of the framing
-	hdr      [512]byte
-	hdrFill  int   // bytes of the current header block seen
-	body     int64 // bytes of the current entry's body (padded) still to pass
-	pax      []byte
-	paxLeft  int64 // bytes of a PAX body still to collect
-	paxSize  int64 // size from a PAX "size" record, for the next header; -1 if none
-	zeros    int   // consecutive zero header blocks
-	finished bool
+	hdr     [512]byte
+	hdrFill int   // bytes of the current header block seen
+	body    int64 // bytes of the current entry's body (padded) still to pass
+	pax     []byte
+	paxLeft int64 // bytes of a PAX body still to collect
+	paxSize int64 // size from a PAX "size" record, for the next header; -1 if none
+	// paxGlobal marks a global header ('g'): archive/tar applies its
+	// records to no entry, so neither may this reader.
+	paxGlobal bool
+	zeros     int // consecutive zero header blocks
+	finished  bool
 }
 
 // maxPAX matches archive/tar's own limit on PAX header bodies.
@@ -130,7 +137,7 @@ func (t *tarWatch) header() error {
 		if size > maxPAX {
 			return fmt.Errorf("tar PAX header of %d bytes", size)
 		}
-		t.pax, t.paxLeft = t.pax[:0], size
+		t.pax, t.paxLeft, t.paxGlobal = t.pax[:0], size, typ == 'g'
 		if size == 0 {
 			if err := t.paxDone(); err != nil {
 				return err
@@ -165,6 +172,9 @@ func (t *tarWatch) paxDone() error {
 	recs := string(t.pax)
 	if strings.Contains(recs, " GNU.sparse.") {
 		return errors.New("tar entry with PAX GNU.sparse records: sparse files are refused")
+	}
+	if t.paxGlobal {
+		return nil
 	}
 	t.paxSize = -1
 	for _, line := range strings.Split(recs, "\n") {

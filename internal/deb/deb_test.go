@@ -231,6 +231,8 @@ func TestReadDebHostile(t *testing.T) {
 		{"gzip bomb", withData(t, "data.tar.gz", debtest.Compress(t, ".gz", zeros)), small, "more than 1048576 bytes"},
 		{"uncompressed over the limit", withData(t, "data.tar", zeros), small, "more than 1048576 bytes"},
 		{"GNU sparse entry", withData(t, "data.tar", gnuSparse), deb.DefaultLimits, "sparse"},
+		// After a body of zeros, which must not be mistaken for the end.
+		{"GNU sparse entry after zeros", withData(t, "data.tar", append(append([]byte(nil), zeros[:len(zeros)-1024]...), gnuSparse...)), deb.DefaultLimits, "sparse"},
 		{"PAX sparse entry", withData(t, "data.tar.gz", debtest.Compress(t, ".gz", paxSparse)), deb.DefaultLimits, "sparse"},
 	}
 	for _, c := range cases {
@@ -243,7 +245,22 @@ func TestReadDebHostile(t *testing.T) {
 		})
 	}
 	// The same members within the limits read fine: the checks refuse
-	// what is hostile, not the formats.
+	// what is hostile, not the formats. PAX records (a long name, an
+	// extended attribute) and hard links must not trip the sparse check.
+	long := "./usr/share/" + strings.Repeat("long-directory-name/", 8) + "file"
+	paxTar := debtest.Tar(t,
+		debtest.Entry{Name: long, Body: strings.Repeat("p", 1000)},
+		debtest.Entry{Name: "./usr/bin/ping", Body: "elf", PAX: map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}},
+		debtest.Link("./usr/bin/ping6", "./usr/bin/ping"),
+		debtest.File("./after", "after"),
+	)
+	var seen []string
+	if _, err := read(withData(t, "data.tar.xz", debtest.Compress(t, ".xz", paxTar)), func(tr *tar.Reader) error {
+		seen = names(t, tr)
+		return nil
+	}); err != nil || len(seen) != 4 || seen[3] != "./after=after" {
+		t.Errorf("PAX entries: %v, %v", seen, err)
+	}
 	for _, ext := range []string{".xz", ".zst", ".gz", ""} {
 		raw := withData(t, "data.tar"+ext, debtest.Compress(t, ext, zeros))
 		if _, err := read(raw, drain); err != nil {
@@ -272,5 +289,24 @@ func TestReadVerifiedChecksFirst(t *testing.T) {
 	_, err = deb.ReadVerified(bytes.NewReader(good), int64(len(good)), int64(len(good))+1, want, drain)
 	if !errors.As(err, &de) || !strings.Contains(err.Error(), "bytes, the lock pins") {
 		t.Fatalf("size mismatch: %v", err)
+	}
+}
+
+// TestReadDebExactlyAtTheLimit: a payload of exactly the cap is fine, one
+// byte more is not.
+func TestReadDebExactlyAtTheLimit(t *testing.T) {
+	body := debtest.Tar(t, debtest.File("./x", strings.Repeat("x", 5000)))
+	lim := deb.Limits{ControlTar: 1 << 20, Data: int64(len(body)), Dictionary: 8 << 20}
+	raw := withData(t, "data.tar.gz", debtest.Compress(t, ".gz", body))
+	read := func(lim deb.Limits) error {
+		_, err := deb.Read(bytes.NewReader(raw), int64(len(raw)), lim, drain)
+		return err
+	}
+	if err := read(lim); err != nil {
+		t.Errorf("at the limit: %v", err)
+	}
+	lim.Data--
+	if err := read(lim); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("one byte over: %v", err)
 	}
 }
