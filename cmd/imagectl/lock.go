@@ -23,7 +23,7 @@ import (
 // by lock and outdated. With ff's IMAGECTL environment prefix, --mirror and
 // --security-mirror also read IMAGECTL_MIRROR and IMAGECTL_SECURITY_MIRROR.
 type archiveFlags struct {
-	spec, lock, keys       string
+	spec, lock, keys       string // spec: lock only
 	mirror, securityMirror string
 	aptRoot                string
 	allowExpired           bool
@@ -31,7 +31,6 @@ type archiveFlags struct {
 }
 
 func (f *archiveFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.spec, "spec", "image/spec.json", "image spec: the packages to lock, those to exclude, the suites and the architectures")
 	fs.StringVar(&f.keys, "keys", "image/keys", "directory of pinned armored archive keys, one subdirectory per archive (<archive>/*.asc)")
 	fs.StringVar(&f.mirror, "mirror", "", "base URL of the debian archive (default: from apt sources)")
 	fs.StringVar(&f.securityMirror, "security-mirror", "", "base URL of the debian-security archive (default: from apt sources)")
@@ -73,6 +72,7 @@ func lockCommand(stderr io.Writer) *ffcli.Command {
 	)
 	flags := flag.NewFlagSet("imagectl lock", flag.ContinueOnError)
 	f.register(flags)
+	flags.StringVar(&f.spec, "spec", "image/spec.json", "image spec: the packages to lock, those to exclude, the suites and the architectures")
 	flags.StringVar(&f.lock, "lock", "image/debian.lock.json", "lock file to write")
 	flags.StringVar(&archs, "arch", "", "comma-separated image architectures (default: the spec's)")
 	flags.Var(&downgrade, "allow-downgrade", "accept an older Release than the current lock's, or one dated in the future, for this suite (repeatable); never used by CI")
