@@ -21,6 +21,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"golang.org/x/term"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/archive"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
@@ -153,6 +154,9 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	lock, err := debian.ReadLock(f.lock)
 	if err != nil {
 		return err
+	}
+	if err := lock.CheckSpec(s); err != nil {
+		return fmt.Errorf("%s: %w", f.lock, err)
 	}
 	arch := f.arch
 	if arch == "" {
@@ -360,24 +364,14 @@ func fetchDebs(ctx context.Context, f buildFlags, lock *debian.Lock, arch string
 // the rest from the machine's apt sources, which is how a fresh Debian
 // machine builds without any configuration.
 func mirrorsFor(f buildFlags) (fetch.Mirrors, error) {
-	m := fetch.Mirrors{Archives: map[string]string{}, Snapshot: f.snapMir}
-	if f.mirror == "" || f.securityMirror == "" {
-		apt, err := debian.MirrorsFromAptSources("/")
-		if err != nil {
-			return m, fmt.Errorf("reading apt sources for mirrors (or pass --mirror and --security-mirror): %w", err)
-		}
-		for k, v := range apt {
-			m.Archives[k] = v
-		}
+	m := fetch.Mirrors{Snapshot: f.snapMir}
+	archives, err := archive.Mirrors("/", debian.DefaultSuites(), map[string]string{"debian": f.mirror, "debian-security": f.securityMirror})
+	if err != nil {
+		return m, err
 	}
-	if f.mirror != "" {
-		m.Archives["debian"] = f.mirror
-	}
-	if f.securityMirror != "" {
-		m.Archives["debian-security"] = f.securityMirror
-	}
+	m.Archives = archives
 	if m.Snapshot == "" {
-		snap, err := debian.SnapshotBaseFromAptSources("/")
+		snap, err := archive.SnapshotBaseFromAptSources("/")
 		if err != nil {
 			return m, err
 		}

@@ -17,8 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	spdxjson "github.com/spdx/tools-golang/json"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/archive/archivetest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debiantest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
 )
 
@@ -286,18 +286,17 @@ func TestPolicyCommand(t *testing.T) {
 }
 
 func TestLockCommand(t *testing.T) {
-	key := debiantest.NewKey(t, "test archive")
-	keys := t.TempDir()
-	os.WriteFile(filepath.Join(keys, "test.asc"), debiantest.ArmoredPublicKey(t, key), 0o644)
+	key := archivetest.NewKey(t, "test archive")
+	keys := testKeys(t, key)
 	date := time.Date(2025, 5, 17, 9, 0, 0, 0, time.UTC)
-	srv := debiantest.Serve(t,
-		debiantest.Suite{Archive: "debian", Suite: "bookworm", Codename: "bookworm", Date: date, Archs: []string{"amd64"}, Signer: key, Compression: "xz",
-			Packages: []debiantest.Pkg{
+	srv := archivetest.Serve(t,
+		archivetest.Suite{Archive: "debian", Suite: "bookworm", Codename: "bookworm", Date: date, Archs: []string{"amd64"}, Signer: key, Compression: "xz",
+			Packages: []archivetest.Pkg{
 				{Name: "pulseaudio", Version: "16.1", Arch: "amd64", Depends: "libpulse0 (>= 16), adduser"},
 				{Name: "libpulse0", Version: "16.1", Arch: "amd64"},
 				{Name: "adduser", Version: "3.134", Arch: "all"},
 			}},
-		debiantest.Suite{Archive: "debian-security", Suite: "bookworm-security", Codename: "bookworm-security", Date: date, Archs: []string{"amd64"}, Signer: key},
+		archivetest.Suite{Archive: "debian-security", Suite: "bookworm-security", Codename: "bookworm-security", Date: date, Archs: []string{"amd64"}, Signer: key},
 	)
 	specPath := specCopy(t, func(m map[string]any) {
 		m["suites"] = []any{
@@ -306,6 +305,7 @@ func TestLockCommand(t *testing.T) {
 		}
 		m["packages"] = []any{"pulseaudio"}
 		m["exclude"] = []any{"adduser"}
+		m["architectures"] = []any{"amd64"}
 	})
 	lockPath := filepath.Join(t.TempDir(), "debian.lock.json")
 	args := []string{"lock", "--spec", specPath, "--lock", lockPath, "--keys", keys,
@@ -330,6 +330,7 @@ func TestLockCommand(t *testing.T) {
 	specPath = specCopy(t, func(m map[string]any) {
 		m["suites"] = []any{map[string]any{"archive": "debian", "suite": "bookworm"}}
 		m["packages"] = []any{"no-such-package"}
+		m["architectures"] = []any{"amd64"}
 	})
 	args[2] = specPath
 	code, _, stderr = runCmd(t, args...)

@@ -42,6 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		FlagSet:    flag.NewFlagSet("imagectl", flag.ContinueOnError),
 		Subcommands: []*ffcli.Command{
 			lockCommand(stderr),
+			outdatedCommand(stdout, stderr),
 			buildCommand(stdout, stderr),
 			pushCommand(stdout, stderr),
 			verifyCommand(stdout, stderr),

@@ -17,8 +17,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/deb/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debtest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
 
 // offlineFixture writes a lock, a --debs directory and a daemon binary that
@@ -57,6 +58,12 @@ func offlineFixture(t *testing.T) (lockPath, debsDir, daemon string) {
 			Archive: "debian", Suite: "bookworm", Filename: pool, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]),
 		})
 	}
+	// Made for the repository's spec, as `imagectl lock` would record it.
+	s, err := spec.Load(filepath.Join("..", "..", "image", "spec.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock.SpecSHA256 = debian.InputsDigest(s.Packages, s.Exclude, specSuites(s))
 	lockPath = filepath.Join(dir, "debian.lock.json")
 	if err := debian.WriteLock(lockPath, lock); err != nil {
 		t.Fatal(err)

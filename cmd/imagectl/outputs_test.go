@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/deb/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
 )
 

@@ -6,8 +6,6 @@ package build
 
 import (
 	"archive/tar"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/deb"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/rootfs"
@@ -222,37 +221,27 @@ func withSHA256(control []byte, sha string) []byte {
 }
 
 // readDeb extracts one package and returns the sha256 of the bytes it read.
-// The hash is taken here, over exactly what is extracted, because a cache
-// hit or a --debs file was matched by name and size only (or hashed earlier,
-// which says nothing about the bytes read now): the lock's digest is the
-// only thing that ties the image to the pinned package.
-func readDeb(tree *rootfs.FS, p debian.LockedPackage, file string, keep rootfs.Filter) (*debian.Deb, string, error) {
+// The whole file is hashed and compared with the lock before any byte of it
+// is parsed (deb.ReadVerified): a cache hit or a --debs file was matched by
+// name and size only, and the lock's digest is the only thing that ties the
+// image to the pinned package.
+func readDeb(tree *rootfs.FS, p debian.LockedPackage, file string, keep rootfs.Filter) (*deb.Deb, string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, "", fmt.Errorf("build: %s: %w", p.Name, err)
 	}
 	defer f.Close()
-	h := sha256.New()
-	r := io.TeeReader(f, h)
-	deb, err := debian.ReadDeb(r, func(tr *tar.Reader) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, "", fmt.Errorf("build: %s: %w", p.Name, err)
+	}
+	d, err := deb.ReadVerified(f, fi.Size(), p.Size, p.SHA256, func(tr *tar.Reader) error {
 		return tree.AddTar(p.Name, tr, keep)
 	})
-	// ReadDeb may stop before the end (on an error, or with members it
-	// does not need left unread); the digest covers the whole file, so a
-	// pinned file that fails to parse is reported as that, not as a mismatch.
-	if _, cerr := io.Copy(io.Discard, r); err == nil && cerr != nil {
-		err = cerr
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if !strings.EqualFold(sum, p.SHA256) {
-		// Checked before err: a swapped file usually fails to parse too,
-		// and "not the pinned file" is the error that says why.
-		return nil, "", fmt.Errorf("build: %s %s (%s): sha256 %s, lock pins %s", p.Name, p.Version, file, sum, p.SHA256)
-	}
 	if err != nil {
 		return nil, "", fmt.Errorf("build: %s %s (%s): %w", p.Name, p.Version, file, err)
 	}
-	return deb, sum, nil
+	return d, strings.ToLower(p.SHA256), nil
 }
 
 // configure re-creates what maintainer scripts would have done, from the spec.

@@ -16,8 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/deb/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
 

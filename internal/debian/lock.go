@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/atomicfile"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
 
 // LockVersion is bumped whenever the lock's meaning changes, so an old imagectl
@@ -24,9 +26,13 @@ type Lock struct {
 	Architectures []string `json:"architectures"`
 	// Requested lists the package names the closure was computed from, so a
 	// reader can tell roots from dependencies.
-	Requested []string        `json:"requested"`
-	Suites    []LockSuite     `json:"suites"`
-	Packages  []LockedPackage `json:"packages"`
+	Requested []string `json:"requested"`
+	// SpecSHA256 is InputsDigest of the spec the lock was made from
+	// (packages, exclude, suites): build refuses a lock whose spec has
+	// changed since. Empty in locks made before it was recorded.
+	SpecSHA256 string          `json:"spec_sha256,omitempty"`
+	Suites     []LockSuite     `json:"suites"`
+	Packages   []LockedPackage `json:"packages"`
 }
 
 // LockSuite records which signed Release a part of the closure came from.
@@ -39,6 +45,21 @@ type LockSuite struct {
 	// the locked versions are known to be in the archive; the fallback URL is
 	// <snapshot base>/archive/<Archive>/<Snapshot>/<Filename>.
 	Snapshot string `json:"snapshot"`
+	// InReleaseSHA256 is the digest of the signed InRelease the suite's
+	// packages were resolved from, and Indexes the Packages index of each
+	// architecture that Release vouched for: together they say exactly
+	// which archive state the lock describes. The next `imagectl lock`
+	// refuses a Release dated before Date (a replayed, older one).
+	InReleaseSHA256 string      `json:"inrelease_sha256,omitempty"`
+	Indexes         []LockIndex `json:"indexes,omitempty"`
+}
+
+// LockIndex is the Packages index of one architecture of a suite.
+type LockIndex struct {
+	Architecture string `json:"architecture"`
+	Path         string `json:"path"` // relative to dists/<suite>/, "main/binary-amd64/Packages.xz"
+	SHA256       string `json:"sha256"`
+	Size         int64  `json:"size"`
 }
 
 // LockedPackage is one .deb, pinned by content.
@@ -69,6 +90,9 @@ func (l *Lock) Sort() {
 		}
 		return a.Suite < b.Suite
 	})
+	for _, s := range l.Suites {
+		sort.Slice(s.Indexes, func(i, j int) bool { return s.Indexes[i].Architecture < s.Indexes[j].Architecture })
+	}
 	sort.Slice(l.Packages, func(i, j int) bool {
 		a, b := l.Packages[i], l.Packages[j]
 		if a.ForArch != b.ForArch {
@@ -110,6 +134,23 @@ func (l *Lock) Validate() error {
 	if len(l.Architectures) == 0 {
 		return fmt.Errorf("lock names no architectures")
 	}
+	if l.SpecSHA256 != "" && !validSHA256(l.SpecSHA256) {
+		return fmt.Errorf("lock spec_sha256 %q is not 64 hex digits", l.SpecSHA256)
+	}
+	for _, s := range l.Suites {
+		id := s.Archive + "/" + s.Suite
+		if _, err := time.Parse(time.RFC3339, s.Date); s.Date != "" && err != nil {
+			return fmt.Errorf("lock suite %s: date: %w", id, err)
+		}
+		if s.InReleaseSHA256 != "" && !validSHA256(s.InReleaseSHA256) {
+			return fmt.Errorf("lock suite %s: inrelease_sha256 %q is not 64 hex digits", id, s.InReleaseSHA256)
+		}
+		for _, ix := range s.Indexes {
+			if !validSHA256(ix.SHA256) || ix.Architecture == "" || ix.Path == "" || ix.Size < 0 {
+				return fmt.Errorf("lock suite %s: index %+v: architecture, path, size and a 64-hex-digit sha256 are required", id, ix)
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for i, p := range l.Packages {
 		id := fmt.Sprintf("package %d (%s %s %s)", i, p.Name, p.Version, p.ForArch)
@@ -131,6 +172,25 @@ func (l *Lock) Validate() error {
 			return fmt.Errorf("lock %s: listed twice for %s", id, p.ForArch)
 		}
 		seen[key] = true
+	}
+	return nil
+}
+
+// CheckSpec refuses a lock made from other inputs than s: other packages,
+// excludes or suites (compared through SpecSHA256). Building from such a
+// lock would silently ship a closure nobody asked for. Architectures are
+// checked where one is built: a lock may cover fewer than the spec lists
+// (`imagectl lock --arch`), and building one it lacks fails naming it.
+func (l *Lock) CheckSpec(s *spec.Spec) error {
+	refs := make([]SuiteRef, 0, len(s.Suites))
+	for _, su := range s.Suites {
+		refs = append(refs, SuiteRef{Archive: su.Archive, Suite: su.Suite})
+	}
+	switch want := InputsDigest(s.Packages, s.Exclude, refs); {
+	case l.SpecSHA256 == "":
+		return fmt.Errorf("the lock records no spec checksum (made by an older imagectl); run `imagectl lock` to re-lock it for this spec")
+	case l.SpecSHA256 != want:
+		return fmt.Errorf("the lock was made for another spec (its packages, exclude or suites have changed since: spec checksum %s, the lock's %s); run `imagectl lock` to re-lock", want, l.SpecSHA256)
 	}
 	return nil
 }
@@ -163,6 +223,9 @@ func (l *Lock) Marshal() ([]byte, error) {
 	c := *l
 	c.Packages = append([]LockedPackage(nil), l.Packages...)
 	c.Suites = append([]LockSuite(nil), l.Suites...)
+	for i := range c.Suites {
+		c.Suites[i].Indexes = append([]LockIndex(nil), c.Suites[i].Indexes...)
+	}
 	c.Sort()
 	b, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {

@@ -1,13 +1,11 @@
 package debian
 
 import (
-	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
-	"net/http"
 	"sort"
 	"time"
-
-	"github.com/ProtonMail/go-crypto/openpgp"
 )
 
 // SuiteRef names a suite within an archive ("debian", "bookworm-updates").
@@ -18,115 +16,105 @@ type SuiteRef struct {
 
 func (s SuiteRef) String() string { return s.Archive + "/" + s.Suite }
 
-// Options are the inputs of ResolveLock.
-type Options struct {
-	// Mirrors maps an archive name to its base URL (the directory that
-	// holds dists/ and pool/).
-	Mirrors map[string]string
-	Suites  []SuiteRef
-	// Component defaults to "main".
-	Component string
-	Archs     []string
-	Roots     []string
-	// Exclude lists packages treated as already installed: they satisfy
-	// relations but are left out of the closure.
+// DefaultSuites are the Debian 12 suites an image is locked against: the
+// release, its stable updates and its security updates.
+func DefaultSuites() []SuiteRef {
+	return []SuiteRef{
+		{Archive: "debian", Suite: "bookworm"},
+		{Archive: "debian", Suite: "bookworm-updates"},
+		{Archive: "debian-security", Suite: "bookworm-security"},
+	}
+}
+
+// VerifiedSuite is one suite as the archive client hands it over: its
+// InRelease checked against the archive's pinned key, and every Packages
+// index checked against that Release before it was parsed.
+type VerifiedSuite struct {
+	Ref     SuiteRef
+	Release *Release
+	// InReleaseSHA256 is the digest of the InRelease bytes as served.
+	InReleaseSHA256 string
+	// Indexes holds one parsed index per image architecture.
+	Indexes map[string]VerifiedIndex
+}
+
+// VerifiedIndex is one Packages index, with the Release entry it matched.
+type VerifiedIndex struct {
+	File     IndexFile
+	Packages []Package
+}
+
+// LockInput is everything a lock is computed from. Nothing here touches
+// the network: the same verified suites give the same lock anywhere.
+type LockInput struct {
+	Suites  []VerifiedSuite
+	Archs   []string
+	Roots   []string
 	Exclude []string
-	Keyring openpgp.KeyRing
-	HTTP    *http.Client
-	// Now is when the lock is made: it is checked against Valid-Until and
-	// becomes each suite's snapshot timestamp.
+	// Now is when the lock is made; it becomes each suite's snapshot
+	// timestamp.
 	Now time.Time
-	// AllowExpired accepts Releases past their Valid-Until (old snapshots).
-	AllowExpired bool
 	// Distribution is recorded in the lock; it defaults to "debian-12".
 	Distribution string
 }
 
-func (o *Options) check() error {
+// NewLock resolves the closure of Roots for each architecture over the
+// verified suites and returns the lock, recording which signed Release and
+// index each suite's part of it came from.
+func NewLock(in LockInput) (*Lock, error) {
 	switch {
-	case len(o.Suites) == 0:
-		return fmt.Errorf("no suites given")
-	case len(o.Archs) == 0:
-		return fmt.Errorf("no architectures given")
-	case len(o.Roots) == 0:
-		return fmt.Errorf("no packages to lock")
-	case o.Keyring == nil:
-		return fmt.Errorf("no keyring to verify InRelease files with")
-	case o.Now.IsZero():
-		return fmt.Errorf("no reference time (Now)")
+	case len(in.Suites) == 0:
+		return nil, fmt.Errorf("no suites given")
+	case len(in.Archs) == 0:
+		return nil, fmt.Errorf("no architectures given")
+	case len(in.Roots) == 0:
+		return nil, fmt.Errorf("no packages to lock")
+	case in.Now.IsZero():
+		return nil, fmt.Errorf("no reference time (Now)")
 	}
-	for _, s := range o.Suites {
-		if o.Mirrors[s.Archive] == "" {
-			return fmt.Errorf("suite %s: no mirror URL for archive %q", s, s.Archive)
-		}
-	}
-	return nil
-}
-
-// ResolveLock fetches and verifies every suite's InRelease and Packages
-// indexes, resolves the closure of Roots for each architecture and returns
-// the lock. Nothing is written; the caller decides where the lock goes.
-func ResolveLock(ctx context.Context, opts Options) (*Lock, error) {
-	if err := opts.check(); err != nil {
-		return nil, err
-	}
-	client := opts.HTTP
-	if client == nil {
-		client = http.DefaultClient
-	}
-	component := opts.Component
-	if component == "" {
-		component = "main"
-	}
-	dist := opts.Distribution
+	dist := in.Distribution
 	if dist == "" {
 		dist = "debian-12"
 	}
-	now := opts.Now.UTC()
+	now := in.Now.UTC()
+	refs := make([]SuiteRef, 0, len(in.Suites))
+	for _, s := range in.Suites {
+		refs = append(refs, s.Ref)
+	}
 	lock := &Lock{
 		Version:       LockVersion,
 		Distribution:  dist,
-		Architectures: append([]string(nil), opts.Archs...),
-		Requested:     append([]string(nil), opts.Roots...),
+		Architectures: append([]string(nil), in.Archs...),
+		Requested:     append([]string(nil), in.Roots...),
+		SpecSHA256:    InputsDigest(in.Roots, in.Exclude, refs),
 	}
-	releases := make([]*Release, len(opts.Suites))
-	for i, s := range opts.Suites {
-		base := opts.Mirrors[s.Archive]
-		raw, err := get(ctx, client, suiteURL(base, s.Suite)+"InRelease", maxInRelease)
-		if err != nil {
-			return nil, fmt.Errorf("suite %s: %w", s, err)
+	for _, s := range in.Suites {
+		ls := LockSuite{
+			Archive:         s.Ref.Archive,
+			Suite:           s.Ref.Suite,
+			Date:            s.Release.Date.Format(time.RFC3339),
+			Snapshot:        now.Format("20060102T150405Z"),
+			InReleaseSHA256: s.InReleaseSHA256,
 		}
-		rel, err := VerifyInRelease(s.String(), raw, opts.Keyring, VerifyOptions{Now: now, AllowExpired: opts.AllowExpired})
-		if err != nil {
-			return nil, err
-		}
-		if rel.Suite != s.Suite && rel.Codename != s.Suite {
-			// A mirror answering with another suite's Release is a
-			// downgrade attack or a misconfiguration; either way stop.
-			return nil, fmt.Errorf("suite %s: signed Release is for suite %q (codename %q)", s, rel.Suite, rel.Codename)
-		}
-		releases[i] = rel
-		lock.Suites = append(lock.Suites, LockSuite{
-			Archive:  s.Archive,
-			Suite:    s.Suite,
-			Date:     rel.Date.Format(time.RFC3339),
-			Snapshot: now.Format("20060102T150405Z"),
-		})
-	}
-	for _, arch := range opts.Archs {
-		var indexes []Index
-		for i, s := range opts.Suites {
-			pkgs, err := fetchPackages(ctx, client, opts.Mirrors[s.Archive], s.Suite, component, arch, releases[i])
-			if err != nil {
-				return nil, fmt.Errorf("%s (%s): %w", s, arch, err)
+		for _, arch := range in.Archs {
+			ix, ok := s.Indexes[arch]
+			if !ok {
+				return nil, fmt.Errorf("suite %s: no Packages index for %s", s.Ref, arch)
 			}
-			indexes = append(indexes, Index{Archive: s.Archive, Suite: s.Suite, Packages: pkgs})
+			ls.Indexes = append(ls.Indexes, LockIndex{Architecture: arch, Path: ix.File.Path, SHA256: ix.File.SHA256, Size: ix.File.Size})
+		}
+		lock.Suites = append(lock.Suites, ls)
+	}
+	for _, arch := range in.Archs {
+		indexes := make([]Index, 0, len(in.Suites))
+		for _, s := range in.Suites {
+			indexes = append(indexes, Index{Archive: s.Ref.Archive, Suite: s.Ref.Suite, Packages: s.Indexes[arch].Packages})
 		}
 		u, err := NewUniverse(arch, indexes)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", arch, err)
 		}
-		closure, err := u.Resolve(opts.Roots, opts.Exclude)
+		closure, err := u.Resolve(in.Roots, in.Exclude)
 		if err != nil {
 			return nil, fmt.Errorf("resolving for %s: %w", arch, err)
 		}
@@ -139,6 +127,34 @@ func ResolveLock(ctx context.Context, opts Options) (*Lock, error) {
 		return nil, err
 	}
 	return lock, nil
+}
+
+// InputsDigest is the sha256 of what a closure is computed from: the root
+// packages, the excluded ones (each as a set: their order in the spec
+// changes nothing) and the suites (in order: on equal versions the earlier
+// suite wins). A lock records it so a build can tell the lock was made for
+// another spec.
+func InputsDigest(roots, exclude []string, suites []SuiteRef) string {
+	h := sha256.New()
+	write := func(kind string, items []string) {
+		fmt.Fprintf(h, "%s %d\n", kind, len(items))
+		for _, it := range items {
+			fmt.Fprintf(h, "%q\n", it)
+		}
+	}
+	sorted := func(s []string) []string {
+		s = append([]string(nil), s...)
+		sort.Strings(s)
+		return s
+	}
+	write("packages", sorted(roots))
+	write("exclude", sorted(exclude))
+	refs := make([]string, 0, len(suites))
+	for _, s := range suites {
+		refs = append(refs, s.String())
+	}
+	write("suites", refs)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func lockedPackage(c *Candidate, forArch string) LockedPackage {

@@ -2,6 +2,8 @@ package debian
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"strconv"
@@ -151,4 +153,17 @@ func Decompress(name string, data []byte, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: decompresses to more than %d bytes", name, limit)
 	}
 	return out, nil
+}
+
+// VerifyIndexFile compares an index file's bytes with its signed Release
+// entry. Nothing of an index is parsed before this passes.
+func VerifyIndexFile(suite string, want IndexFile, data []byte) error {
+	if int64(len(data)) != want.Size {
+		return fmt.Errorf("suite %s: %s is %d bytes, the signed Release says %d", suite, want.Path, len(data), want.Size)
+	}
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != want.SHA256 {
+		return fmt.Errorf("suite %s: %s has SHA256 %s, the signed Release says %s", suite, want.Path, got, want.SHA256)
+	}
+	return nil
 }

@@ -113,14 +113,15 @@ type VerifyOptions struct {
 	AllowExpired bool
 }
 
-// VerifyInRelease checks a clearsigned InRelease against keyring and parses
-// the signed text. Only the signed bytes are parsed: anything around the
-// signature block is ignored, since an attacker could put anything there.
-// suite names the suite in errors.
+// VerifyInRelease checks a clearsigned InRelease against keyring (the keys
+// bound to the suite's archive) and parses the signed text. Only the signed
+// bytes are parsed: anything around the signature block is ignored, since an
+// attacker could put anything there. suite names the suite in errors.
 //
 // Archive InRelease files carry several signatures (the current and next
-// release's keys); like apt, one good signature by a pinned key suffices and
-// signatures by unknown keys are ignored.
+// release's keys). Like apt, every signature is tried and one good
+// signature by a pinned key suffices; signatures by other keys, and bad
+// ones, are ignored as long as one verifies.
 func VerifyInRelease(suite string, inRelease []byte, keyring openpgp.KeyRing, opts VerifyOptions) (*Release, error) {
 	block, _ := clearsign.Decode(inRelease)
 	if block == nil {
@@ -134,22 +135,28 @@ func VerifyInRelease(suite string, inRelease []byte, keyring openpgp.KeyRing, op
 	if now.IsZero() {
 		return nil, fmt.Errorf("suite %s: verification needs a reference time", suite)
 	}
-	cfg := &packet.Config{Time: func() time.Time { return now }}
-	signature, _, err := openpgp.VerifyDetachedSignature(keyring, bytes.NewReader(block.Bytes), bytes.NewReader(sig), cfg)
-	switch {
-	case errors.Is(err, pgperrors.ErrUnknownIssuer):
-		return nil, fmt.Errorf("suite %s: InRelease is not signed by a pinned key (signed by %s)", suite, strings.Join(signatureIssuers(sig), ", "))
-	case errors.Is(err, pgperrors.ErrKeyExpired) && opts.AllowExpired:
-		// An old snapshot may be signed by a key that has expired since,
-		// but not by one that had already expired when it signed:
-		// go-crypto reports key expiry before looking at the signature's
-		// date, so whoever holds a retired key could otherwise sign fresh
-		// metadata with it.
-		if err := verifiedWhenSigned(block.Bytes, sig, keyring, signature, now); err != nil {
-			return nil, fmt.Errorf("suite %s: bad InRelease signature: %w", suite, err)
+	sigs, err := splitPackets(sig)
+	if err != nil {
+		return nil, fmt.Errorf("suite %s: InRelease signature block: %w", suite, err)
+	}
+	var failures []string
+	verified := false
+	for _, one := range sigs {
+		err := verifyOne(block.Bytes, one, keyring, now, opts.AllowExpired)
+		if err == nil {
+			verified = true
+			break
 		}
-	case err != nil:
-		return nil, fmt.Errorf("suite %s: bad InRelease signature: %w", suite, err)
+		if !errors.Is(err, pgperrors.ErrUnknownIssuer) {
+			failures = append(failures, err.Error())
+		}
+	}
+	switch {
+	case verified:
+	case len(failures) == 0:
+		return nil, fmt.Errorf("suite %s: InRelease is not signed by a pinned key (signed by %s)", suite, strings.Join(signatureIssuers(sig), ", "))
+	default:
+		return nil, fmt.Errorf("suite %s: bad InRelease signature: %s", suite, strings.Join(failures, "; "))
 	}
 	rel, err := ParseRelease("suite "+suite+" Release", block.Plaintext)
 	if err != nil {
@@ -159,6 +166,93 @@ func VerifyInRelease(suite string, inRelease []byte, keyring openpgp.KeyRing, op
 		return nil, fmt.Errorf("suite %s: Release expired at %s (Valid-Until); refusing possibly stale metadata", suite, rel.ValidUntil.Format(time.RFC3339))
 	}
 	return rel, nil
+}
+
+// verifyOne checks a single signature packet over signed.
+func verifyOne(signed, sig []byte, keyring openpgp.KeyRing, now time.Time, allowExpired bool) error {
+	cfg := &packet.Config{Time: func() time.Time { return now }}
+	signature, _, err := openpgp.VerifyDetachedSignature(keyring, bytes.NewReader(signed), bytes.NewReader(sig), cfg)
+	if errors.Is(err, pgperrors.ErrKeyExpired) && allowExpired {
+		// An old snapshot may be signed by a key that has expired since,
+		// but not by one that had already expired when it signed:
+		// go-crypto reports key expiry before looking at the signature's
+		// date, so whoever holds a retired key could otherwise sign fresh
+		// metadata with it.
+		return verifiedWhenSigned(signed, sig, keyring, signature, now)
+	}
+	return err
+}
+
+// maxSignatures bounds the work an InRelease can ask for; Debian's carry
+// two or three.
+const maxSignatures = 16
+
+// splitPackets cuts a binary OpenPGP signature block into its packets.
+// go-crypto verifies only the first signature whose issuer is in the
+// keyring, so a block whose first pinned-key signature is bad (an expired
+// or revoked key beside a good one, or a bogus packet a mirror prepended)
+// would be refused although a later signature is good: each packet is
+// therefore verified on its own. Signature packets always have a definite
+// length; anything else is refused.
+func splitPackets(b []byte) ([][]byte, error) {
+	var out [][]byte
+	for len(b) > 0 {
+		if len(out) == maxSignatures {
+			return nil, fmt.Errorf("more than %d packets", maxSignatures)
+		}
+		tag := b[0]
+		if tag&0x80 == 0 {
+			return nil, fmt.Errorf("packet %d: bad tag byte %#x", len(out)+1, tag)
+		}
+		var hdr, n int
+		if tag&0x40 != 0 { // new format
+			if len(b) < 2 {
+				return nil, fmt.Errorf("packet %d: truncated header", len(out)+1)
+			}
+			switch l := int(b[1]); {
+			case l < 192:
+				hdr, n = 2, l
+			case l < 224:
+				if len(b) < 3 {
+					return nil, fmt.Errorf("packet %d: truncated header", len(out)+1)
+				}
+				hdr, n = 3, (l-192)<<8+int(b[2])+192
+			case l == 255:
+				if len(b) < 6 {
+					return nil, fmt.Errorf("packet %d: truncated header", len(out)+1)
+				}
+				hdr, n = 6, int(uint32(b[2])<<24|uint32(b[3])<<16|uint32(b[4])<<8|uint32(b[5]))
+			default:
+				return nil, fmt.Errorf("packet %d: partial body length", len(out)+1)
+			}
+		} else { // old format
+			switch tag & 3 {
+			case 0:
+				hdr = 2
+			case 1:
+				hdr = 3
+			case 2:
+				hdr = 5
+			default:
+				return nil, fmt.Errorf("packet %d: indeterminate length", len(out)+1)
+			}
+			if len(b) < hdr {
+				return nil, fmt.Errorf("packet %d: truncated header", len(out)+1)
+			}
+			for _, c := range b[1:hdr] {
+				n = n<<8 | int(c)
+			}
+		}
+		if n < 0 || n > len(b)-hdr {
+			return nil, fmt.Errorf("packet %d: length %d runs past the block", len(out)+1, n)
+		}
+		out = append(out, b[:hdr+n])
+		b = b[hdr+n:]
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no signature packets")
+	}
+	return out, nil
 }
 
 // verifiedWhenSigned checks a signature whose key has expired by now: it
@@ -205,4 +299,47 @@ func signatureIssuers(sig []byte) []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// maxFutureRelease is how far a Release's Date may lie ahead of the
+// clock: Debian signs a few minutes before publishing, and machines'
+// clocks drift, but a day ahead is either a broken clock or metadata
+// crafted to outlive the next real Release.
+const maxFutureRelease = 24 * time.Hour
+
+// CheckReleaseDate refuses a Release that goes back in time: one dated
+// before the Release the previous lock recorded for the same suite (a
+// mirror replaying older signed metadata, which pins older, vulnerable
+// versions), or one dated more than a day after now. prev may be nil (no
+// previous lock, or one without the suite). Errors are *DowngradeError,
+// so a caller can let a user accept one on purpose.
+func CheckReleaseDate(ref SuiteRef, rel *Release, prev *Lock, now time.Time) error {
+	if rel.Date.After(now.Add(maxFutureRelease)) {
+		return &DowngradeError{Suite: ref, Reason: fmt.Sprintf("Release is dated %s, more than a day after now (%s)", rel.Date.Format(time.RFC3339), now.UTC().Format(time.RFC3339))}
+	}
+	if prev == nil {
+		return nil
+	}
+	ls, ok := prev.Suite(ref.Archive, ref.Suite)
+	if !ok {
+		return nil
+	}
+	locked, err := time.Parse(time.RFC3339, ls.Date)
+	if err != nil {
+		return fmt.Errorf("suite %s: previous lock's date: %w", ref, err)
+	}
+	if rel.Date.Before(locked) {
+		return &DowngradeError{Suite: ref, Reason: fmt.Sprintf("Release is dated %s, older than the %s the current lock was made from", rel.Date.Format(time.RFC3339), ls.Date)}
+	}
+	return nil
+}
+
+// DowngradeError is a Release refused by CheckReleaseDate.
+type DowngradeError struct {
+	Suite  SuiteRef
+	Reason string
+}
+
+func (e *DowngradeError) Error() string {
+	return fmt.Sprintf("suite %s: %s; a mirror may be replaying old metadata (pass --allow-downgrade %s to accept it on purpose)", e.Suite, e.Reason, e.Suite.Suite)
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debiantest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/archive/archivetest"
 )
 
 var testDate = time.Date(2026, 11, 21, 0, 53, 2, 0, time.UTC)
@@ -28,9 +28,9 @@ func testRelease(validUntil time.Time) []byte {
 }
 
 func TestVerifyInRelease(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
+	key := archivetest.NewKey(t, "archive")
 	ring := openpgp.EntityList{key}
-	signed := debiantest.ClearSign(t, key, testRelease(testDate.Add(7*24*time.Hour)))
+	signed := archivetest.ClearSign(t, key, testRelease(testDate.Add(7*24*time.Hour)))
 	rel, err := VerifyInRelease("bookworm-security", signed, ring, VerifyOptions{Now: testDate.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
@@ -51,18 +51,18 @@ func TestVerifyInRelease(t *testing.T) {
 }
 
 func TestVerifyInReleaseRefuses(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
-	other := debiantest.NewKey(t, "attacker")
+	key := archivetest.NewKey(t, "archive")
+	other := archivetest.NewKey(t, "attacker")
 	ring := openpgp.EntityList{key}
 	now := testDate.Add(time.Hour)
-	good := debiantest.ClearSign(t, key, testRelease(testDate.Add(24*time.Hour)))
+	good := archivetest.ClearSign(t, key, testRelease(testDate.Add(24*time.Hour)))
 	cases := map[string]struct {
 		data []byte
 		opts VerifyOptions
 		want string
 	}{
 		"unknown key": {
-			data: debiantest.ClearSign(t, other, testRelease(time.Time{})),
+			data: archivetest.ClearSign(t, other, testRelease(time.Time{})),
 			opts: VerifyOptions{Now: now},
 			want: "not signed by a pinned key",
 		},
@@ -101,8 +101,8 @@ func TestVerifyInReleaseRefuses(t *testing.T) {
 // TestVerifyInReleaseTextOutsideSignature makes sure only signed bytes are
 // parsed: a field appended after the signature block must not appear.
 func TestVerifyInReleaseTextOutsideSignature(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
-	signed := debiantest.ClearSign(t, key, testRelease(time.Time{}))
+	key := archivetest.NewKey(t, "archive")
+	signed := archivetest.ClearSign(t, key, testRelease(time.Time{}))
 	signed = append(signed, []byte("\nSuite: evil\n")...)
 	rel, err := VerifyInRelease("s", signed, openpgp.EntityList{key}, VerifyOptions{Now: testDate})
 	if err != nil {
@@ -128,28 +128,48 @@ func TestParseReleaseErrors(t *testing.T) {
 	}
 }
 
-// TestPinnedKeys checks the committed keys load and are the Debian 12 ones
-// the README names.
+// TestPinnedKeys checks the committed keys load, are the Debian 12 ones
+// the README names, and each is bound to the archive it signs.
 func TestPinnedKeys(t *testing.T) {
-	ring, err := LoadKeyring("../../image/keys")
+	keys, err := LoadKeys("../../image/keys")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{
-		"B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8": false,
-		"05AB90340C0C5E797F44A8C8254CF3B5AEC0A8F0": false,
+	want := map[string]string{
+		"debian":          "B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8",
+		"debian-security": "05AB90340C0C5E797F44A8C8254CF3B5AEC0A8F0",
 	}
-	for _, e := range ring {
-		fp := strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint))
-		if _, ok := want[fp]; !ok {
-			t.Errorf("unexpected key %s", fp)
-		}
-		want[fp] = true
+	if len(keys) != len(want) {
+		t.Errorf("archives %v, want %v", keys, want)
 	}
-	for fp, seen := range want {
-		if !seen {
-			t.Errorf("key %s missing", fp)
+	for archive, fp := range want {
+		ring, err := keys.For(archive)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if len(ring) != 1 || strings.ToUpper(hex.EncodeToString(ring[0].PrimaryKey.Fingerprint)) != fp {
+			t.Errorf("%s: keys %d, want only %s", archive, len(ring), fp)
+		}
+	}
+}
+
+func TestLoadKeysBinding(t *testing.T) {
+	dir := t.TempDir()
+	key := archivetest.NewKey(t, "archive")
+	os.MkdirAll(filepath.Join(dir, "debian"), 0o755)
+	os.WriteFile(filepath.Join(dir, "debian", "k.asc"), archivetest.ArmoredPublicKey(t, key), 0o644)
+	keys, err := LoadKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.For("debian-security"); err == nil || !strings.Contains(err.Error(), "debian-security") {
+		t.Errorf("unbound archive: %v", err)
+	}
+	// A key beside the archive directories would be trusted for nothing
+	// in particular: refused.
+	os.WriteFile(filepath.Join(dir, "loose.asc"), archivetest.ArmoredPublicKey(t, key), 0o644)
+	if _, err := LoadKeys(dir); err == nil || !strings.Contains(err.Error(), "loose.asc") {
+		t.Errorf("loose key: %v", err)
 	}
 }
 
@@ -168,12 +188,12 @@ func TestLoadKeyringErrors(t *testing.T) {
 // while the key was valid, but never one the key made after it expired.
 func TestVerifyInReleaseExpiredKey(t *testing.T) {
 	created := testDate.Add(-365 * 24 * time.Hour)
-	key := debiantest.NewExpiringKey(t, "retired archive", created, 30*24*time.Hour)
+	key := archivetest.NewExpiringKey(t, "retired archive", created, 30*24*time.Hour)
 	ring := openpgp.EntityList{key}
 	expiry := created.Add(30 * 24 * time.Hour)
 	now := testDate.Add(time.Hour)
 
-	before := debiantest.ClearSignAt(t, key, testRelease(time.Time{}), expiry.Add(-24*time.Hour))
+	before := archivetest.ClearSignAt(t, key, testRelease(time.Time{}), expiry.Add(-24*time.Hour))
 	if _, err := VerifyInRelease("bookworm", before, ring, VerifyOptions{Now: now}); err == nil {
 		t.Error("signature by a key expired since accepted without AllowExpired")
 	}
@@ -181,7 +201,7 @@ func TestVerifyInReleaseExpiredKey(t *testing.T) {
 		t.Errorf("signature made while the key was valid, AllowExpired: %v", err)
 	}
 
-	after := debiantest.ClearSignAt(t, key, testRelease(time.Time{}), expiry.Add(24*time.Hour))
+	after := archivetest.ClearSignAt(t, key, testRelease(time.Time{}), expiry.Add(24*time.Hour))
 	for _, allow := range []bool{false, true} {
 		_, err := VerifyInRelease("bookworm", after, ring, VerifyOptions{Now: now, AllowExpired: allow})
 		if err == nil || !strings.Contains(err.Error(), "bad InRelease signature") || !strings.Contains(err.Error(), "bookworm") {

@@ -79,9 +79,6 @@ func NewUniverse(arch string, indexes []Index) (*Universe, error) {
 	return u, nil
 }
 
-// Arch is the image architecture the universe was built for.
-func (u *Universe) Arch() string { return u.arch }
-
 // Candidate returns the candidate for a package name.
 func (u *Universe) Candidate(name string) (*Candidate, bool) {
 	c, ok := u.pkgs[name]

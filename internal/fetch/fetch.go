@@ -4,9 +4,12 @@
 // and hash have been checked while streaming, via a temp file and a rename:
 // a rerun after a failure downloads only what is missing. A cache hit is
 // matched by name and size only (hashing the whole cache on every run would
-// cost more than the build); the build hashes every .deb as it extracts it,
-// so a cache file changed behind our back fails the build rather than
-// entering the image.
+// cost more than the build); the build hashes every .deb in full before it
+// parses it (deb.ReadVerified), so a cache file changed behind our back
+// fails the build rather than entering the image.
+//
+// Client is the one HTTP source of imagectl: the .debs here and the
+// archive indexes of package archive share its timeouts and retries.
 package fetch
 
 import (
@@ -16,13 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"time"
 )
 
 // Item is one file to fetch, pinned by content.
@@ -80,16 +81,11 @@ func (c Cache) lookup(it Item) (string, bool) {
 // Fetcher downloads Items into a Cache.
 type Fetcher struct {
 	Cache Cache
-	// Client defaults to one with a per-request timeout, so a stalled
-	// mirror connection becomes a retry instead of a hung build.
-	Client *http.Client
+	// Client is the HTTP source, with its timeouts and retries; nil means
+	// a zero Client (its defaults).
+	Client *Client
 	// Parallel downloads at once; 6 when zero.
 	Parallel int
-	// Attempts per URL for transient failures (network errors, 5xx, 429,
-	// truncated bodies); 4 when zero.
-	Attempts int
-	// Backoff is the delay before the first retry, doubled each time; 1s when zero.
-	Backoff time.Duration
 	// Progress receives events; nil means silent.
 	Progress Progress
 }
@@ -122,6 +118,11 @@ func (f *Fetcher) Fetch(ctx context.Context, items []Item) (map[string]string, e
 	if progress == nil {
 		progress = nopProgress{}
 	}
+	// One client for the whole run, so downloads share its connections.
+	client := f.Client
+	if client == nil {
+		client = &Client{}
+	}
 	var total int64
 	for _, it := range items {
 		total += it.Size
@@ -141,7 +142,7 @@ func (f *Fetcher) Fetch(ctx context.Context, items []Item) (map[string]string, e
 		go func() {
 			defer wg.Done()
 			for it := range work {
-				p, cached, err := f.one(ctx, it, progress)
+				p, cached, err := f.one(ctx, client, it, progress)
 				progress.Done(it, cached, err)
 				mu.Lock()
 				if err != nil {
@@ -180,7 +181,7 @@ func (f *Fetcher) parallel() int {
 }
 
 // one fetches a single item, trying its URLs in order.
-func (f *Fetcher) one(ctx context.Context, it Item, progress Progress) (path string, cached bool, err error) {
+func (f *Fetcher) one(ctx context.Context, client *Client, it Item, progress Progress) (path string, cached bool, err error) {
 	if p, ok := f.Cache.lookup(it); ok {
 		progress.Add(it.Size)
 		return p, true, nil
@@ -191,14 +192,14 @@ func (f *Fetcher) one(ctx context.Context, it Item, progress Progress) (path str
 	var failures []string
 	mirrorGone := false
 	for i, u := range it.URLs {
-		p, err := f.fromURL(ctx, it, u, progress)
+		p, err := f.fromURL(ctx, client, it, u, progress)
 		if err == nil {
 			return p, false, nil
 		}
 		if ctx.Err() != nil {
 			return "", false, ctx.Err()
 		}
-		if i == 0 && errors.Is(err, errNotFound) {
+		if i == 0 && errors.Is(err, ErrNotFound) {
 			mirrorGone = true
 		}
 		failures = append(failures, err.Error())
@@ -209,77 +210,23 @@ func (f *Fetcher) one(ctx context.Context, it Item, progress Progress) (path str
 	return "", false, fmt.Errorf("%s: %s", it.Name, strings.Join(failures, "; "))
 }
 
-var errNotFound = errors.New("404 not found")
-
-// transientError marks failures worth retrying at the same URL.
-type transientError struct{ err error }
-
-func (e transientError) Error() string { return e.err.Error() }
-func (e transientError) Unwrap() error { return e.err }
-
-// fromURL downloads one URL with retries on transient failures.
-func (f *Fetcher) fromURL(ctx context.Context, it Item, u string, progress Progress) (string, error) {
-	attempts := f.Attempts
-	if attempts <= 0 {
-		attempts = 4
+// fromURL downloads one URL with the client's retries.
+func (f *Fetcher) fromURL(ctx context.Context, client *Client, it Item, u string, progress Progress) (string, error) {
+	var path string
+	err := client.retry(ctx, func() (int64, error) {
+		p, n, err := f.download(ctx, client, it, u, progress)
+		path = p
+		return n, err
+	}, func(n int64) { progress.Add(-n) })
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", u, err)
 	}
-	delay := f.Backoff
-	if delay <= 0 {
-		delay = time.Second
-	}
-	var err error
-	for attempt := 1; ; attempt++ {
-		var n int64
-		var p string
-		p, n, err = f.download(ctx, it, u, progress)
-		if err == nil {
-			return p, nil
-		}
-		// Undo this attempt's share of the byte counter so the display
-		// does not run past 100% on retries.
-		progress.Add(-n)
-		var te transientError
-		if !errors.As(err, &te) || attempt >= attempts {
-			break
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return "", ctx.Err()
-		case <-t.C:
-		}
-		delay *= 2
-	}
-	return "", fmt.Errorf("%s: %w", u, err)
+	return path, nil
 }
 
 // download streams one response into a temp file in the cache directory,
 // hashing as it goes, and renames it into place only if size and sha256 match.
-func (f *Fetcher) download(ctx context.Context, it Item, u string, progress Progress) (string, int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", 0, err
-	}
-	client := f.Client
-	if client == nil {
-		client = &http.Client{Timeout: 5 * time.Minute}
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", 0, transientError{err}
-	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusOK:
-	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
-		return "", 0, errNotFound
-	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
-		return "", 0, transientError{fmt.Errorf("HTTP %s", resp.Status)}
-	default:
-		return "", 0, fmt.Errorf("HTTP %s", resp.Status)
-	}
-
+func (f *Fetcher) download(ctx context.Context, client *Client, it Item, u string, progress Progress) (string, int64, error) {
 	tmp, err := os.CreateTemp(f.Cache.Dir, ".partial-*")
 	if err != nil {
 		return "", 0, fmt.Errorf("cache: %w", err)
@@ -288,7 +235,7 @@ func (f *Fetcher) download(ctx context.Context, it Item, u string, progress Prog
 	h := sha256.New()
 	counted := &counter{progress: progress}
 	// One byte beyond the pinned size is enough to know the file is wrong.
-	n, err := io.Copy(io.MultiWriter(tmp, h, counted), io.LimitReader(resp.Body, it.Size+1))
+	n, err := client.get(ctx, u, io.MultiWriter(markWrites{tmp}, h, counted), it.Size)
 	if err == nil {
 		// Synced before the rename: after a crash the cache must not hold
 		// a file under its sha256 whose blocks never reached the disk.
@@ -298,8 +245,14 @@ func (f *Fetcher) download(ctx context.Context, it Item, u string, progress Prog
 		err = cerr
 	}
 	switch {
+	case errors.Is(err, ErrNotFound):
+		return "", counted.n, err
 	case err != nil:
-		return "", counted.n, transientError{fmt.Errorf("%s: download interrupted after %d of %d bytes: %w", it.Name, n, it.Size, err)}
+		var te transientError
+		if errors.As(err, &te) {
+			return "", counted.n, transientError{fmt.Errorf("%s: download %w (of %d)", it.Name, err, it.Size)}
+		}
+		return "", counted.n, fmt.Errorf("%s: %w", it.Name, err)
 	case n < it.Size:
 		return "", counted.n, transientError{fmt.Errorf("%s: truncated: got %d of %d bytes", it.Name, n, it.Size)}
 	case n > it.Size:

@@ -32,7 +32,7 @@ func itemFor(name string, urls ...string) Item {
 
 func newFetcher(t *testing.T) *Fetcher {
 	t.Helper()
-	return &Fetcher{Cache: Cache{Dir: t.TempDir()}, Attempts: 3, Backoff: time.Millisecond}
+	return &Fetcher{Cache: Cache{Dir: t.TempDir()}, Client: &Client{Attempts: 3, Backoff: time.Millisecond}}
 }
 
 // cacheNames lists the cache directory, partial files included: a failed

@@ -32,7 +32,7 @@ type Mirrors struct {
 func (m Mirrors) Items(l *debian.Lock, arch string) ([]Item, error) {
 	pkgs := l.PackagesFor(arch)
 	if len(pkgs) == 0 {
-		return nil, fmt.Errorf("lock has no packages for architecture %q (it has %s)", arch, strings.Join(l.Architectures, ", "))
+		return nil, fmt.Errorf("lock has no packages for architecture %q (it has %s); run `imagectl lock --arch` with it", arch, strings.Join(l.Architectures, ", "))
 	}
 	items := make([]Item, 0, len(pkgs))
 	for _, p := range pkgs {

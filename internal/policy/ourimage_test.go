@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/deb/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debtest"
 	imagespec "github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debtest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/deb/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/rootfs"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debtest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/deb/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/rootfs"
 )
 

@@ -1,8 +1,10 @@
-package debian
+package deb
 
 import (
 	"archive/tar"
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +18,7 @@ import (
 )
 
 // Deb is the control part of a binary package. The data part is never kept:
-// ReadDeb streams it to its caller, so a 100 MB library package costs no
+// Read streams it to its caller, so a 100 MB library package costs no
 // memory here.
 type Deb struct {
 	// Control is the "control" member of control.tar: the package's own
@@ -28,25 +30,78 @@ type Deb struct {
 	ControlFiles map[string][]byte
 }
 
+// Limits bound what one package may cost to read, so a hostile file
+// (one that got past its digest check, or is read unverified) cannot
+// exhaust memory or disk.
+type Limits struct {
+	// ControlTar caps the decompressed control.tar.
+	ControlTar int64
+	// Data caps the decompressed data.tar: the total bytes one package
+	// may unpack.
+	Data int64
+	// Dictionary caps the xz dictionary and the zstd window, each of
+	// which the decoder allocates up front as the header demands.
+	Dictionary int64
+}
+
+// DefaultLimits are far above Debian 12's packages (the largest data.tar
+// in the image unpacks to ~100 MiB; dpkg-deb compresses with xz -6, an 8
+// MiB dictionary) and far below what would hurt the build machine.
+var DefaultLimits = Limits{ControlTar: 64 << 20, Data: 2 << 30, Dictionary: 64 << 20}
+
 // Limits that keep a hostile package from exhausting memory. Real control
 // archives are a few KiB; the largest md5sums in Debian 12 is a few MiB.
 const (
-	maxControlTar  = 64 << 20 // decompressed control.tar
 	maxControlFile = 32 << 20 // one member of control.tar
 	arMagic        = "!<arch>\n"
 	arHeaderLen    = 60
 )
 
-// ReadDeb parses a .deb (an ar archive): "debian-binary" must say 2.x, then
-// control.tar[.gz|.xz|.zst] is read fully and data.tar[.gz|.xz|.zst] is
-// decompressed and handed to data as a tar stream. data may be nil to skip
-// the payload (reading only the metadata). Errors name the member at fault;
-// the caller adds the file or package name.
+// DigestError says a file is not the one the lock pinned.
+type DigestError struct {
+	Got, Want string // sha256, lowercase hex
+	Size      int64  // the file's size; WantSize when it differs
+	WantSize  int64
+}
+
+func (e *DigestError) Error() string {
+	if e.Size != e.WantSize {
+		return fmt.Sprintf("%d bytes, the lock pins %d", e.Size, e.WantSize)
+	}
+	return fmt.Sprintf("sha256 %s, the lock pins %s", e.Got, e.Want)
+}
+
+// ReadVerified hashes all size bytes of r and compares them with the
+// pinned size and sha256 before anything is parsed: only the pinned file
+// reaches the decompressors. A mismatch is a *DigestError.
+func ReadVerified(r io.ReaderAt, size int64, wantSize int64, wantSHA256 string, data func(tr *tar.Reader) error) (*Deb, error) {
+	if size != wantSize {
+		return nil, &DigestError{Size: size, WantSize: wantSize}
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
+		return nil, err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, wantSHA256) {
+		return nil, &DigestError{Got: got, Want: strings.ToLower(wantSHA256), Size: size, WantSize: wantSize}
+	}
+	return Read(r, size, DefaultLimits, data)
+}
+
+// Read parses a .deb of size bytes (an ar archive): "debian-binary" must
+// say 2.x, then control.tar[.gz|.xz|.zst] is read fully and
+// data.tar[.gz|.xz|.zst] is decompressed and handed to data as a tar
+// stream. data may be nil to skip the payload (reading only the metadata).
+// Errors name the member at fault; the caller adds the file or package
+// name. Sparse tar entries are refused, and decompression is bounded by
+// lim.
 //
-// The whole archive is consumed, so a truncated file is reported even when
-// data stops reading early.
-func ReadDeb(r io.Reader, data func(tr *tar.Reader) error) (*Deb, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+// Read parses whatever it is given: callers with a pinned digest use
+// ReadVerified, or check the bytes themselves first. The whole archive is
+// consumed, so a truncated file is reported even when data stops reading
+// early.
+func Read(r io.ReaderAt, size int64, lim Limits, data func(tr *tar.Reader) error) (*Deb, error) {
+	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 64<<10)
 	magic := make([]byte, len(arMagic))
 	if _, err := io.ReadFull(br, magic); err != nil {
 		return nil, fmt.Errorf("not a .deb: reading ar magic: %w", noEOF(err))
@@ -54,7 +109,7 @@ func ReadDeb(r io.Reader, data func(tr *tar.Reader) error) (*Deb, error) {
 	if string(magic) != arMagic {
 		return nil, fmt.Errorf("not a .deb: no ar magic (starts with %q)", magic)
 	}
-	ar := &arReader{r: br}
+	ar := &arReader{r: br, at: r, pos: int64(len(arMagic)), total: size}
 
 	var deb *Deb
 	sawVersion, sawData := false, false
@@ -84,7 +139,7 @@ func ReadDeb(r io.Reader, data func(tr *tar.Reader) error) (*Deb, error) {
 			if sawData {
 				return nil, fmt.Errorf("ar member %q: control archive after data archive", name)
 			}
-			deb, err = readControl(name, ar)
+			deb, err = readControl(name, ar, lim)
 			if err != nil {
 				return nil, err
 			}
@@ -97,7 +152,7 @@ func ReadDeb(r io.Reader, data func(tr *tar.Reader) error) (*Deb, error) {
 			}
 			sawData = true
 			if data != nil {
-				if err := streamData(name, ar, data); err != nil {
+				if err := streamData(name, ar, lim, data); err != nil {
 					return nil, err
 				}
 			}
@@ -135,14 +190,14 @@ func checkDebianBinary(ar *arReader) error {
 	return nil
 }
 
-func readControl(name string, ar *arReader) (*Deb, error) {
-	dr, closeFn, err := decompressor(name, ar)
+func readControl(name string, ar *arReader, lim Limits) (*Deb, error) {
+	dr, closeFn, err := decompressor(name, ar, lim)
 	if err != nil {
 		return nil, fmt.Errorf("ar member %q: %w", name, err)
 	}
 	defer closeFn()
-	limited := &io.LimitedReader{R: dr, N: maxControlTar + 1}
-	tr := tar.NewReader(limited)
+	limited := &capped{r: dr, left: lim.ControlTar}
+	tr := tar.NewReader(noSparse(limited))
 	deb := &Deb{ControlFiles: map[string][]byte{}}
 	for {
 		hdr, err := tr.Next()
@@ -150,9 +205,6 @@ func readControl(name string, ar *arReader) (*Deb, error) {
 			break
 		}
 		if err != nil {
-			if limited.N <= 0 {
-				return nil, fmt.Errorf("ar member %q: decompresses to more than %d bytes", name, maxControlTar)
-			}
 			return nil, fmt.Errorf("ar member %q: %w", name, noEOF(err))
 		}
 		if hdr.Typeflag != tar.TypeReg {
@@ -182,13 +234,13 @@ func readControl(name string, ar *arReader) (*Deb, error) {
 	return deb, nil
 }
 
-func streamData(name string, ar *arReader, fn func(*tar.Reader) error) error {
-	dr, closeFn, err := decompressor(name, ar)
+func streamData(name string, ar *arReader, lim Limits, fn func(*tar.Reader) error) error {
+	dr, closeFn, err := decompressor(name, ar, lim)
 	if err != nil {
 		return fmt.Errorf("ar member %q: %w", name, err)
 	}
 	defer closeFn()
-	if err := fn(tar.NewReader(dr)); err != nil {
+	if err := fn(tar.NewReader(noSparse(&capped{r: dr, left: lim.Data}))); err != nil {
 		return fmt.Errorf("ar member %q: %w", name, noEOF(err))
 	}
 	return nil
@@ -196,7 +248,9 @@ func streamData(name string, ar *arReader, fn func(*tar.Reader) error) error {
 
 // decompressor picks the decoder from the member name's suffix, as dpkg does.
 // closeFn releases decoder resources (zstd keeps buffers until closed).
-func decompressor(name string, r io.Reader) (io.Reader, func(), error) {
+// Decoders that allocate what their header asks for are held to
+// lim.Dictionary before they start; gzip's window is fixed at 32 KiB.
+func decompressor(name string, r *arReader, lim Limits) (io.Reader, func(), error) {
 	nop := func() {}
 	switch path.Ext(name) {
 	case ".tar":
@@ -209,7 +263,14 @@ func decompressor(name string, r io.Reader) (io.Reader, func(), error) {
 		}
 		return zr, func() { zr.Close() }, nil
 	case ".xz":
-		zr, err := xz.NewReader(r)
+		// ulikunitz/xz allocates whatever dictionary a block header
+		// names (ReaderConfig.DictCap is a minimum, not a cap), so every
+		// block header is checked first, through the random access the
+		// member's bytes allow.
+		if err := checkXZ(io.NewSectionReader(r.at, r.start, r.size), lim.Dictionary); err != nil {
+			return nil, nil, err
+		}
+		zr, err := xz.ReaderConfig{SingleStream: true}.NewReader(r)
 		if err != nil {
 			return nil, nil, noEOF(err) // already says "xz: ..."
 
@@ -218,7 +279,8 @@ func decompressor(name string, r io.Reader) (io.Reader, func(), error) {
 	case ".zst":
 		// One decoder goroutine is enough: a .deb is read sequentially and
 		// the build already decodes several packages in parallel.
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(uint64(lim.Dictionary)))
 		if err != nil {
 			return nil, nil, fmt.Errorf("zstd: %w", err)
 		}
@@ -241,7 +303,12 @@ func noEOF(err error) error {
 // io.Reader over the current member's bytes.
 type arReader struct {
 	r      *bufio.Reader
+	at     io.ReaderAt // the same bytes, for decoders that need to look ahead
+	pos    int64       // offset of r's next byte
+	total  int64       // size of the whole archive
 	name   string
+	start  int64 // offset of the current member's data
+	size   int64 // the current member's size
 	remain int64 // unread bytes of the current member
 	pad    bool  // members are 2-byte aligned
 }
@@ -256,10 +323,12 @@ func (a *arReader) next() (string, error) {
 		if _, err := a.r.Discard(1); err != nil {
 			return "", fmt.Errorf("ar member %q: padding: %w", a.name, noEOF(err))
 		}
+		a.pos++
 		a.pad = false
 	}
 	var hdr [arHeaderLen]byte
 	n, err := io.ReadFull(a.r, hdr[:])
+	a.pos += int64(n)
 	if err == io.EOF {
 		return "", io.EOF
 	}
@@ -279,6 +348,10 @@ func (a *arReader) next() (string, error) {
 		return "", fmt.Errorf("ar header after %s: bad name %q", a.where(), hdr[0:16])
 	}
 	a.name, a.remain, a.pad = name, size, size%2 == 1
+	a.start, a.size = a.pos, size
+	if missing := a.start + size - a.total; missing > 0 {
+		return "", fmt.Errorf("ar member %q: truncated, %d bytes missing: %w", name, missing, io.ErrUnexpectedEOF)
+	}
 	return name, nil
 }
 
@@ -299,6 +372,7 @@ func (a *arReader) Read(p []byte) (int, error) {
 	}
 	n, err := a.r.Read(p)
 	a.remain -= int64(n)
+	a.pos += int64(n)
 	if err == io.EOF && a.remain > 0 {
 		// The member name is added by whoever wraps this reader's errors.
 		return n, fmt.Errorf("truncated, %d bytes missing: %w", a.remain, io.ErrUnexpectedEOF)
@@ -316,6 +390,7 @@ func (a *arReader) skip() error {
 	}
 	n, err := a.r.Discard(int(a.remain))
 	a.remain -= int64(n)
+	a.pos += int64(n)
 	if err != nil {
 		return fmt.Errorf("ar member %q: truncated, %d bytes missing: %w", a.name, a.remain, io.ErrUnexpectedEOF)
 	}

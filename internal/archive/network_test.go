@@ -1,15 +1,16 @@
-package debian
+package archive
 
 import (
 	"context"
 	"errors"
-	"net/http"
 	"os"
 	"os/exec"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 )
 
 // networkTest gates tests that reach the real archive: they run when asked
@@ -34,21 +35,14 @@ func TestRealArchiveLock(t *testing.T) {
 	if mirrors["debian"] == "" || mirrors["debian-security"] == "" {
 		t.Fatalf("apt sources name no debian and debian-security mirrors: %v", mirrors)
 	}
-	keyring, err := LoadKeyring("../../image/keys")
+	keys, err := debian.LoadKeys("../../image/keys")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	l, err := ResolveLock(ctx, Options{
-		Mirrors: mirrors,
-		Suites:  DefaultSuites(),
-		Archs:   []string{"amd64"},
-		Roots:   audioRoots,
-		Keyring: keyring,
-		HTTP:    &http.Client{Timeout: 5 * time.Minute},
-		Now:     time.Now(),
-	})
+	c := &Client{Mirrors: mirrors, Keys: keys, Now: time.Now()}
+	l, err := c.Lock(ctx, LockOptions{Suites: debian.DefaultSuites(), Archs: []string{"amd64"}, Roots: audioRoots})
 	if err != nil {
 		t.Fatal(err) // under CI a network failure fails too, as it should
 	}

@@ -1,4 +1,4 @@
-package debian
+package archive
 
 import (
 	"context"
@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debiantest"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/archive/archivetest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
 )
 
 var (
@@ -22,8 +25,8 @@ var (
 
 // testArchive is a small Debian 12 look-alike: three suites in two
 // archives, both architectures, exercising every resolver rule once.
-func testArchive(signer *openpgp.Entity) []debiantest.Suite {
-	main := []debiantest.Pkg{
+func testArchive(signer *openpgp.Entity) []archivetest.Suite {
+	main := []archivetest.Pkg{
 		{Name: "player", Version: "1.0-1", Arch: "amd64", Depends: "libc6 (>= 2.36), libcodec (>= 2.0) | libcodec-old, audio-daemon, player-data (= 1.0-1), helper:any, libx86only [amd64]"},
 		{Name: "player", Version: "1.0-1", Arch: "arm64", Depends: "libc6 (>= 2.36), libcodec (>= 2.0) | libcodec-old, audio-daemon, player-data (= 1.0-1), helper:any"},
 		{Name: "player-data", Version: "1.0-1", Arch: "all", MultiArch: "foreign", Source: "player"},
@@ -41,45 +44,56 @@ func testArchive(signer *openpgp.Entity) []debiantest.Suite {
 		{Name: "helper", Version: "1", Arch: "arm64", MultiArch: "allowed"},
 		{Name: "libx86only", Version: "1", Arch: "amd64"},
 	}
-	updates := []debiantest.Pkg{
+	updates := []archivetest.Pkg{
 		{Name: "libcodec", Version: "2.1-1+deb12u1", Arch: "amd64", MultiArch: "same", Source: "codec", PreDepends: "libc6"},
 		{Name: "libcodec", Version: "2.1-1+deb12u1", Arch: "arm64", MultiArch: "same", Source: "codec", PreDepends: "libc6"},
 	}
-	security := []debiantest.Pkg{
+	security := []archivetest.Pkg{
 		{Name: "libc6", Version: "2.36-9+deb12u10", Arch: "amd64", MultiArch: "same", Source: "glibc"},
 		{Name: "libc6", Version: "2.36-9+deb12u10", Arch: "arm64", MultiArch: "same", Source: "glibc"},
 		// Older than updates' version: updates must win.
 		{Name: "libcodec", Version: "2.1-1", Arch: "amd64", MultiArch: "same", Source: "codec"},
 	}
 	archs := []string{"amd64", "arm64"}
-	return []debiantest.Suite{
+	return []archivetest.Suite{
 		{Archive: "debian", Suite: "bookworm", Codename: "bookworm", Date: bookwormDay, Archs: archs, Packages: main, Signer: signer, Compression: "xz"},
 		{Archive: "debian", Suite: "bookworm-updates", Codename: "bookworm-updates", Date: bookwormDay.Add(24 * time.Hour), ValidUntil: lockNow.Add(7 * 24 * time.Hour), Archs: archs, Packages: updates, Signer: signer, Compression: "gz"},
 		{Archive: "debian-security", Suite: "bookworm-security", Codename: "bookworm-security", Date: securityDay, ValidUntil: lockNow.Add(7 * 24 * time.Hour), Archs: archs, Packages: security, Signer: signer, AcquireByHash: true},
 	}
 }
 
-func lockOptions(srvURL string, ring openpgp.KeyRing, archs ...string) Options {
-	return Options{
+// testClient reads srvURL's archives with key bound to both.
+func testClient(srvURL string, key *openpgp.Entity) *Client {
+	return &Client{
 		Mirrors: map[string]string{"debian": srvURL + "/debian", "debian-security": srvURL + "/debian-security/"},
-		Suites:  DefaultSuites(),
-		Archs:   archs,
-		Roots:   []string{"player"},
-		Exclude: []string{"adduser"},
-		Keyring: ring,
-		HTTP:    &http.Client{Timeout: time.Minute},
+		Keys:    debian.Keys{"debian": {key}, "debian-security": {key}},
+		HTTP:    &fetch.Client{Attempts: 2, Backoff: time.Millisecond},
 		Now:     lockNow,
 	}
 }
 
+func lockOptions(archs ...string) LockOptions {
+	return LockOptions{
+		Suites:  debian.DefaultSuites(),
+		Archs:   archs,
+		Roots:   []string{"player"},
+		Exclude: []string{"adduser"},
+	}
+}
+
+// resolve locks "player" from the test archive at srvURL.
+func resolve(srvURL string, key *openpgp.Entity, archs ...string) (*debian.Lock, error) {
+	return testClient(srvURL, key).Lock(context.Background(), lockOptions(archs...))
+}
+
 func TestResolveLock(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
-	srv := debiantest.Serve(t, testArchive(key)...)
-	l, err := ResolveLock(context.Background(), lockOptions(srv.URL, openpgp.EntityList{key}, "amd64", "arm64"))
+	key := archivetest.NewKey(t, "archive")
+	srv := archivetest.Serve(t, testArchive(key)...)
+	l, err := resolve(srv.URL, key, "amd64", "arm64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]LockedPackage{}
+	got := map[string]debian.LockedPackage{}
 	for _, p := range l.Packages {
 		got[p.ForArch+"/"+p.Name] = p
 	}
@@ -121,105 +135,67 @@ func TestResolveLock(t *testing.T) {
 	if l.Suites[0].Snapshot != "20261122T120000Z" || l.Suites[0].Date != "2026-07-11T10:16:37Z" {
 		t.Errorf("suites: %+v", l.Suites)
 	}
-	epoch, err := SourceDateEpoch(l)
+	epoch, err := debian.SourceDateEpoch(l)
 	if err != nil || epoch != securityDay.Unix() {
 		t.Errorf("SourceDateEpoch = %d, %v; want %d", epoch, err, securityDay.Unix())
 	}
 	// Round trip through the lead's reader.
 	path := filepath.Join(t.TempDir(), "debian.lock.json")
-	if err := WriteLock(path, l); err != nil {
+	if err := debian.WriteLock(path, l); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadLock(path); err != nil {
+	if _, err := debian.ReadLock(path); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestResolveLockRefusesForeignSignature(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
-	attacker := debiantest.NewKey(t, "attacker")
+	key := archivetest.NewKey(t, "archive")
+	attacker := archivetest.NewKey(t, "attacker")
 	suites := testArchive(key)
 	suites[2].Signer = attacker
-	srv := debiantest.Serve(t, suites...)
-	_, err := ResolveLock(context.Background(), lockOptions(srv.URL, openpgp.EntityList{key}, "amd64"))
+	srv := archivetest.Serve(t, suites...)
+	_, err := resolve(srv.URL, key, "amd64")
 	if err == nil || !strings.Contains(err.Error(), "debian-security/bookworm-security") || !strings.Contains(err.Error(), "not signed by a pinned key") {
 		t.Errorf("err = %v", err)
 	}
 }
 
 func TestResolveLockIndexMismatch(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
+	key := archivetest.NewKey(t, "archive")
 	suites := testArchive(key)
 	suites[1].CorruptIndex = true
-	srv := debiantest.Serve(t, suites...)
-	_, err := ResolveLock(context.Background(), lockOptions(srv.URL, openpgp.EntityList{key}, "amd64"))
-	if err == nil || !strings.Contains(err.Error(), "main/binary-amd64/Packages.gz") || !strings.Contains(err.Error(), "bookworm-updates") || !strings.Contains(err.Error(), "SHA256") {
+	srv := archivetest.Serve(t, suites...)
+	_, err := resolve(srv.URL, key, "amd64")
+	if err == nil || !strings.Contains(err.Error(), "main/binary-amd64/Packages.gz") || !strings.Contains(err.Error(), "bookworm-updates") || !strings.Contains(strings.ToLower(err.Error()), "sha256 mismatch") {
 		t.Errorf("err = %v", err)
 	}
 }
 
 func TestResolveLockUnresolvable(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
+	key := archivetest.NewKey(t, "archive")
 	suites := testArchive(key)
-	suites[0].Packages = append(suites[0].Packages, debiantest.Pkg{Name: "broken", Version: "1", Arch: "amd64", Depends: "player, libfoo (>= 2)"})
-	srv := debiantest.Serve(t, suites...)
-	opts := lockOptions(srv.URL, openpgp.EntityList{key}, "amd64")
+	suites[0].Packages = append(suites[0].Packages, archivetest.Pkg{Name: "broken", Version: "1", Arch: "amd64", Depends: "player, libfoo (>= 2)"})
+	srv := archivetest.Serve(t, suites...)
+	opts := lockOptions("amd64")
 	opts.Roots = []string{"broken"}
-	_, err := ResolveLock(context.Background(), opts)
+	_, err := testClient(srv.URL, key).Lock(context.Background(), opts)
 	if err == nil || !strings.Contains(err.Error(), "broken -> libfoo (>= 2): no candidate") {
 		t.Errorf("err = %v", err)
 	}
 }
 
 func TestResolveLockExpiredRelease(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
-	srv := debiantest.Serve(t, testArchive(key)...)
-	opts := lockOptions(srv.URL, openpgp.EntityList{key}, "amd64")
-	opts.Now = lockNow.Add(30 * 24 * time.Hour)
-	if _, err := ResolveLock(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "expired") {
+	key := archivetest.NewKey(t, "archive")
+	srv := archivetest.Serve(t, testArchive(key)...)
+	c := testClient(srv.URL, key)
+	c.Now = lockNow.Add(30 * 24 * time.Hour)
+	if _, err := c.Lock(context.Background(), lockOptions("amd64")); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("err = %v", err)
 	}
-	opts.AllowExpired = true
-	if _, err := ResolveLock(context.Background(), opts); err != nil {
+	c.AllowExpired = true
+	if _, err := c.Lock(context.Background(), lockOptions("amd64")); err != nil {
 		t.Errorf("AllowExpired: %v", err)
-	}
-}
-
-func TestRelockWritesLock(t *testing.T) {
-	key := debiantest.NewKey(t, "archive")
-	srv := debiantest.Serve(t, testArchive(key)...)
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
-	if err := os.Mkdir(keys, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(keys, "test.asc"), debiantest.ArmoredPublicKey(t, key), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Mirrors come from apt sources under a fake root, as on a real machine.
-	aptRoot := filepath.Join(dir, "root")
-	writeFile(t, filepath.Join(aptRoot, "etc/apt/sources.list.d/debian.sources"),
-		"Types: deb\nURIs: "+srv.URL+"/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n"+
-			"Types: deb\nURIs: "+srv.URL+"/debian-security\nSuites: bookworm-security\nComponents: main\n")
-	lockPath := filepath.Join(dir, "debian.lock.json")
-	var log strings.Builder
-	l, err := Relock(context.Background(), RelockOptions{
-		LockPath: lockPath, KeysDir: keys, AptRoot: aptRoot,
-		Archs: []string{"amd64"}, Roots: []string{"player"}, Exclude: []string{"adduser"},
-		Now: lockNow, Log: &log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := ReadLock(lockPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(back.Packages) != len(l.Packages) || len(back.Packages) != 7 {
-		t.Errorf("lock has %d packages", len(back.Packages))
-	}
-	if !strings.Contains(log.String(), "amd64: 7 packages") {
-		t.Errorf("log: %s", log.String())
 	}
 }
 
@@ -236,17 +212,17 @@ func writeFile(t *testing.T, path, content string) {
 // TestFetchPackagesFallback: an index form the Release lists but the mirror
 // does not serve is skipped for the next one.
 func TestFetchPackagesFallback(t *testing.T) {
-	gz := debiantest.Build(t, debiantest.Suite{
+	gz := archivetest.Build(t, archivetest.Suite{
 		Archive: "debian", Suite: "bookworm", Codename: "bookworm", Date: bookwormDay,
-		Archs: []string{"amd64"}, Compression: "gz", Signer: debiantest.NewKey(t, "k"),
-		Packages: []debiantest.Pkg{{Name: "a", Version: "1", Arch: "amd64"}},
+		Archs: []string{"amd64"}, Compression: "gz", Signer: archivetest.NewKey(t, "k"),
+		Packages: []archivetest.Pkg{{Name: "a", Version: "1", Arch: "amd64"}},
 	})
-	rel, err := ParseRelease("test", gz["debian/dists/bookworm/Release"])
+	rel, err := debian.ParseRelease("test", gz["debian/dists/bookworm/Release"])
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The Release now also names an .xz the server does not have.
-	rel.SHA256["main/binary-amd64/Packages.xz"] = IndexFile{Path: "main/binary-amd64/Packages.xz", SHA256: strings.Repeat("0", 64), Size: 1}
+	rel.SHA256["main/binary-amd64/Packages.xz"] = debian.IndexFile{Path: "main/binary-amd64/Packages.xz", SHA256: strings.Repeat("0", 64), Size: 1}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, ok := gz[strings.TrimPrefix(r.URL.Path, "/")]
 		if !ok {
@@ -256,11 +232,13 @@ func TestFetchPackagesFallback(t *testing.T) {
 		w.Write(b)
 	}))
 	defer srv.Close()
-	pkgs, err := fetchPackages(context.Background(), srv.Client(), srv.URL+"/debian", "bookworm", "main", "amd64", rel)
-	if err != nil || len(pkgs) != 1 || pkgs[0].Name != "a" {
-		t.Fatalf("pkgs %v, err %v", pkgs, err)
+	c := &Client{}
+	r := &release{ref: debian.SuiteRef{Archive: "debian", Suite: "bookworm"}, base: srv.URL + "/debian", rel: rel}
+	ix, err := c.fetchPackages(context.Background(), r, "main", "amd64")
+	if err != nil || len(ix.Packages) != 1 || ix.Packages[0].Name != "a" || ix.File.Path != "main/binary-amd64/Packages.gz" {
+		t.Fatalf("index %+v, err %v", ix, err)
 	}
-	if _, err := fetchPackages(context.Background(), srv.Client(), srv.URL+"/debian", "bookworm", "main", "arm64", rel); err == nil || !strings.Contains(err.Error(), "binary-arm64") {
+	if _, err := c.fetchPackages(context.Background(), r, "main", "arm64"); err == nil || !strings.Contains(err.Error(), "binary-arm64") {
 		t.Errorf("missing arch: %v", err)
 	}
 }

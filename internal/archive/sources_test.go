@@ -1,9 +1,11 @@
-package debian
+package archive
 
 import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 )
 
 func TestMirrorsFromAptSources(t *testing.T) {
@@ -152,8 +154,33 @@ func TestMirrorsFromAptSourcesForSuites(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list"),
 		"deb http://m.test/debian bookworm main\ndeb http://t.test/debian trixie main\n")
-	got, err := MirrorsFromAptSourcesFor(root, []SuiteRef{{Archive: "debian", Suite: "trixie"}})
+	got, err := MirrorsFromAptSourcesFor(root, []debian.SuiteRef{{Archive: "debian", Suite: "trixie"}})
 	if err != nil || !reflect.DeepEqual(got, map[string]string{"debian": "http://t.test/debian"}) {
 		t.Errorf("got %v, %v", got, err)
+	}
+}
+
+// TestMirrorsMerge: explicit URLs win; apt sources fill only what is
+// missing, and are not read at all when nothing is.
+func TestMirrorsMerge(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list"),
+		"deb http://apt.test/debian bookworm main\ndeb http://apt.test/debian-security bookworm-security main\n")
+	got, err := Mirrors(root, debian.DefaultSuites(), map[string]string{"debian": "http://flag.test/debian/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"debian": "http://flag.test/debian", "debian-security": "http://apt.test/debian-security"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	// A root whose sources cannot be read is not consulted when flags say everything.
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list"), "deb [broken\n")
+	all := map[string]string{"debian": "http://a.test/debian", "debian-security": "http://b.test/ds"}
+	if got, err := Mirrors(root, debian.DefaultSuites(), all); err != nil || !reflect.DeepEqual(got, all) {
+		t.Errorf("all explicit: %v, %v", got, err)
+	}
+	if _, err := Mirrors(root, debian.DefaultSuites(), nil); err == nil {
+		t.Error("broken apt sources: no error")
 	}
 }

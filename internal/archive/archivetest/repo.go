@@ -1,11 +1,11 @@
-// Package debiantest builds signed Debian repositories for tests: a key,
+// Package archivetest builds signed Debian repositories for tests: a key,
 // Packages indexes, a Release with their hashes, a clearsigned InRelease
 // and .deb pool files, served by an httptest server on 127.0.0.1.
 //
 // It depends on nothing in package debian, so that package's own tests can
 // use it without an import cycle, and so a bug in the reader cannot hide
 // itself by also being in the writer.
-package debiantest
+package archivetest
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package debian
+package archive
 
 import (
 	"bufio"
@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 )
 
 // aptSource is one (URI, suite) pair of an apt "deb" entry.
@@ -16,10 +18,40 @@ type aptSource struct {
 	components       []string
 }
 
+// Mirrors merges explicit base URLs (archive name to URL, empty values
+// ignored) over the ones root's apt sources configure for suites. The apt
+// sources are read only when an archive of suites has no explicit URL, so
+// an explicit configuration works on machines without apt.
+func Mirrors(root string, suites []debian.SuiteRef, explicit map[string]string) (map[string]string, error) {
+	out := map[string]string{}
+	missing := false
+	for _, s := range suites {
+		if explicit[s.Archive] == "" {
+			missing = true
+		}
+	}
+	if missing {
+		if root == "" {
+			root = "/"
+		}
+		apt, err := MirrorsFromAptSourcesFor(root, suites)
+		if err != nil {
+			return nil, fmt.Errorf("reading apt sources for the default mirrors (or pass --mirror and --security-mirror): %w", err)
+		}
+		out = apt
+	}
+	for archive, url := range explicit {
+		if url != "" {
+			out[archive] = strings.TrimSuffix(url, "/")
+		}
+	}
+	return out, nil
+}
+
 // MirrorsFromAptSources returns the base URL per archive ("debian",
 // "debian-security") configured in root's apt sources for DefaultSuites.
 func MirrorsFromAptSources(root string) (map[string]string, error) {
-	return MirrorsFromAptSourcesFor(root, DefaultSuites())
+	return MirrorsFromAptSourcesFor(root, debian.DefaultSuites())
 }
 
 // MirrorsFromAptSourcesFor returns the base URL per archive of suites
@@ -34,7 +66,7 @@ func MirrorsFromAptSources(root string) (map[string]string, error) {
 // one configured for more of the archive's suites, then the first in the
 // order apt reads: sources.list, then sources.list.d's *.list and
 // *.sources files together in file name order.
-func MirrorsFromAptSourcesFor(root string, suites []SuiteRef) (map[string]string, error) {
+func MirrorsFromAptSourcesFor(root string, suites []debian.SuiteRef) (map[string]string, error) {
 	srcs, err := readAptSources(root)
 	if err != nil {
 		return nil, err
@@ -219,7 +251,7 @@ func parseOneLineSources(file, text string) ([]aptSource, error) {
 // parseDeb822Sources reads the deb822 sources format.
 func parseDeb822Sources(file, text string) ([]aptSource, error) {
 	var out []aptSource
-	err := ParseParagraphs(file, text, func(p Paragraph) error {
+	err := debian.ParseParagraphs(file, text, func(p debian.Paragraph) error {
 		if strings.EqualFold(p.Value("Enabled"), "no") {
 			return nil
 		}
