@@ -31,6 +31,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/speaker"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
 // version is set at link time (-X main.version=...) by imagectl and the Nix
@@ -170,31 +171,40 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		Binary: cfg.PulseAudio, Cookie: cookie, Reaper: reaper, Grace: grace,
 		Log: log.With("actor", "pulseaudio"), Ready: ready.Setter("pulseaudio"), Registerer: reg,
 	}
+	// The websocket ports' common settings: one limit, one origin policy,
+	// one ping policy for both relays.
+	wsBase := wsserver.Config{
+		AllowedOrigins: cfg.AllowedOrigins, MaxConnections: cfg.MaxConnections,
+		PingInterval: cfg.PingInterval,
+	}
+	spkServer := wsBase
+	spkServer.Addr, spkServer.Log = cfg.SpeakerAddr, log.With("actor", "speaker")
 	spk, err := speaker.New(speaker.Config{
-		Addr: cfg.SpeakerAddr, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,
+		Server: spkServer, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,
 		PulseServer: "unix:" + cfg.PulseSocket, CookieFile: cookieFile,
-		Linger: cfg.EncoderLinger, AllowedOrigins: cfg.AllowedOrigins,
-		PingInterval: cfg.PingInterval, QueueBytes: cfg.QueueBytes, SlowCloseAfter: cfg.SlowClose,
+		Linger: cfg.EncoderLinger, StallAfter: cfg.EncoderStall,
+		MaxListeners: cfg.MaxListeners, MaxBehind: cfg.MaxBehind, SlowCloseAfter: cfg.SlowClose,
 		Grace: grace, Reaper: reaper, Log: log.With("actor", "speaker"),
 		Ready: ready.Setter("speaker"), Registerer: reg,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("speaker: %w", err)
 	}
+	micServer := wsBase
+	micServer.Addr, micServer.Log = cfg.MicrophoneAddr, log.With("actor", "microphone")
 	mic, err := microphone.New(microphone.Config{
-		Addr: cfg.MicrophoneAddr, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
-		Rate: cfg.MicRate, Channels: cfg.MicChannels, AllowedOrigins: cfg.AllowedOrigins,
-		PingInterval: cfg.PingInterval, Log: log.With("actor", "microphone"),
+		Server: micServer, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
+		Rate: cfg.MicRate, Channels: cfg.MicChannels, Log: log.With("actor", "microphone"),
 		Ready: ready.Setter("microphone"), Registerer: reg,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("microphone: %w", err)
 	}
 	opsSrv, err := ops.New(ops.Config{
 		Addr: cfg.OpsAddr, Readiness: ready, Gatherer: reg, Pprof: cfg.Pprof, Log: log.With("actor", "ops"),
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("ops: %w", err)
 	}
 
 	var g run.Group

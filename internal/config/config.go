@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/microphone"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/origin"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
 )
 
@@ -51,9 +52,14 @@ type Config struct {
 	LogLevel       slog.Level
 	StopTimeout    time.Duration
 	PingInterval   time.Duration
-	QueueBytes     int
 	SlowClose      time.Duration
 	Pprof          bool
+
+	// Websocket limits and deadlines (issue 10, sections 2 and 3).
+	MaxListeners   int
+	MaxConnections int
+	MaxBehind      time.Duration
+	EncoderStall   time.Duration
 
 	// Cookie is the 32-hex-digit PULSEAUDIO_COOKIE, empty when unset. It is
 	// deliberately not a flag: a flag would show up in /proc/PID/cmdline.
@@ -92,8 +98,11 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", 5*time.Second, "after SIGTERM, exit within this long whatever the children do")
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "websocket ping interval (proxies drop sockets silent for 60 s)")
-	fs.IntVar(&c.QueueBytes, "queue-bytes", 64<<10, "per-listener speaker queue bound in bytes; a listener past it skips to live audio")
 	fs.DurationVar(&c.SlowClose, "slow-close", 10*time.Second, "close a speaker listener that stays behind this long")
+	fs.IntVar(&c.MaxListeners, "max-listeners", 64, "speaker listeners at once; more get 503 with Retry-After before the upgrade")
+	fs.IntVar(&c.MaxConnections, "max-connections", 4096, "TCP connections at once on each websocket port; more are accepted and closed at once")
+	fs.DurationVar(&c.MaxBehind, "max-behind", 500*time.Millisecond, "how far a speaker listener may lag behind live audio, kernel send buffer included, before it skips to live")
+	fs.DurationVar(&c.EncoderStall, "encoder-stall", 5*time.Second, "with listeners connected and no stream from the encoder this long, report not ready and restart it")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof on the ops address")
 	fs.String("config", "", "config file: one 'flag value' per line")
 
@@ -224,16 +233,15 @@ func (c *Config) validate() error {
 	if len(c.PulseSocket) > 107 {
 		return fmt.Errorf("--pulse-socket %q: longer than the 107 bytes a unix socket path can have", c.PulseSocket)
 	}
-	switch c.MicFormat {
-	case "float32le", "s16le":
-	default:
+	if _, err := microphone.ParsePipeEncoding(c.MicFormat); err != nil {
 		return fmt.Errorf("--mic-format %q: want float32le or s16le", c.MicFormat)
 	}
-	if c.MicRate < 8000 || c.MicRate > 192000 {
-		return fmt.Errorf("--mic-rate %d: want 8000..192000", c.MicRate)
-	}
-	if c.MicChannels < 1 || c.MicChannels > 2 {
-		return fmt.Errorf("--mic-channels %d: want 1 or 2", c.MicChannels)
+	if _, err := microphone.PipeFormat(c.MicFormat, c.MicRate, c.MicChannels); err != nil {
+		flag := "--mic-rate"
+		if c.MicChannels < 1 || c.MicChannels > microphone.MaxChannels {
+			flag = "--mic-channels"
+		}
+		return fmt.Errorf("%s: %v", flag, err)
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -247,19 +255,22 @@ func (c *Config) validate() error {
 	}{
 		{"encoder-linger", c.EncoderLinger, 0}, {"stop-timeout", c.StopTimeout, 100 * time.Millisecond},
 		{"ping-interval", c.PingInterval, 100 * time.Millisecond}, {"slow-close", c.SlowClose, 100 * time.Millisecond},
+		{"max-behind", c.MaxBehind, 100 * time.Millisecond}, {"encoder-stall", c.EncoderStall, time.Second},
 	} {
 		if d.v < d.min {
 			return fmt.Errorf("--%s %s: must be at least %s", d.flag, d.v, d.min)
 		}
 	}
-	if c.QueueBytes < 4096 {
-		return fmt.Errorf("--queue-bytes %d: must be at least 4096", c.QueueBytes)
-	}
-	for _, o := range c.AllowedOrigins {
-		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			return fmt.Errorf("--allowed-origins: %q is not an origin like https://desktop.example", o)
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{{"max-listeners", c.MaxListeners}, {"max-connections", c.MaxConnections}} {
+		if l.v < 1 {
+			return fmt.Errorf("--%s %d: must be at least 1", l.flag, l.v)
 		}
+	}
+	if err := origin.Validate(c.AllowedOrigins); err != nil {
+		return fmt.Errorf("--allowed-origins: %v", err)
 	}
 	if c.Cookie != "" && !isHex32(c.Cookie) {
 		// The value is a secret: name the variable, never echo it.
