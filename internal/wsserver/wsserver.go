@@ -240,8 +240,6 @@ func (s *Server) Run(ctx context.Context) error {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
 	}
-	// Every plain answer ends its connection: a keep-alive would hold a
-	// connection slot for a client that has nothing more to ask.
 	srv.SetKeepAlivesEnabled(false)
 	closed := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() { s.closeAll(); close(closed) })
@@ -267,6 +265,10 @@ func (s *Server) closeAll() {
 
 // ServeHTTP admits a websocket request or answers a plain one.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Every answer but the upgrade ends the connection: a keep-alive would
+	// hold a connection slot for a client that has nothing more to ask.
+	// (The upgrade replaces this header with its own.)
+	w.Header().Set("Connection", "close")
 	if !websocket.IsWebSocketUpgrade(r) {
 		if s.cfg.Plain != nil {
 			s.cfg.Plain.ServeHTTP(w, r)
