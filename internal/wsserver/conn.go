@@ -72,11 +72,13 @@ func (c *Conn) Ping() error {
 // WriteDeadline is the deadline for a write starting now.
 func (c *Conn) WriteDeadline() time.Time { return time.Now().Add(c.cfg.WriteWait) }
 
-// KeepAlive pings until the connection closes or a ping fails: the writer of
-// a session that sends nothing else.
-func (c *Conn) KeepAlive() {
+// KeepAlive pings until stop is closed, the connection closes or a ping
+// fails: the writer of a session that sends nothing else.
+func (c *Conn) KeepAlive(stop <-chan struct{}) {
 	for {
 		select {
+		case <-stop:
+			return
 		case <-c.ctx.Done():
 			return
 		case <-c.pings.C:
