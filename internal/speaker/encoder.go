@@ -92,10 +92,16 @@ func (e *encoder) run(ctx context.Context) {
 		done    chan struct{}
 		startAt time.Time
 	)
+	// The watchdog looks a few times per stall period, and only while an
+	// encoder runs: an idle relay has no timer firing.
+	watch := time.NewTicker(max(e.stallAfter/4, 10*time.Millisecond))
+	watch.Stop()
+	defer watch.Stop()
 	stop := func() {
 		if cancel == nil {
 			return
 		}
+		watch.Stop()
 		cancel()
 		<-done
 		cancel, done = nil, nil
@@ -120,15 +126,12 @@ func (e *encoder) run(ctx context.Context) {
 		}()
 		cancel, done = c, d
 		startAt = time.Now()
+		watch.Reset(max(e.stallAfter/4, 10*time.Millisecond))
 	}
 
 	linger := time.NewTimer(0)
 	<-linger.C
 	var lingerC <-chan time.Time
-	// The watchdog looks a few times per stall period; it has nothing to
-	// do while no encoder runs.
-	watch := time.NewTicker(max(e.stallAfter/4, 10*time.Millisecond))
-	defer watch.Stop()
 	for {
 		select {
 		case <-ctx.Done():
