@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -28,6 +30,7 @@ import (
 func TestHostile(t *testing.T) {
 	bin := buildDaemon(t)
 	t.Run("stalled listeners and half-open clients: SIGTERM exits 0 at once", func(t *testing.T) { testStalledShutdown(t, bin) })
+	t.Run("stopped children are killed after the grace, exit 0 within --stop-timeout", func(t *testing.T) { testStoppedChildren(t, bin) })
 	t.Run("3000 idle, half-sent and kept-alive connections", func(t *testing.T) { testFlood(t, bin) })
 	t.Run("--max-connections: accepted and closed at once", func(t *testing.T) { testMaxConnections(t, bin) })
 	t.Run("--max-listeners: 503 with Retry-After before the upgrade", func(t *testing.T) { testMaxListeners(t, bin) })
@@ -106,6 +109,45 @@ func testStalledShutdown(t *testing.T, bin string) {
 	// The bound is 1 s; 2.5x for a loaded 2-core machine.
 	if took > 2500*time.Millisecond {
 		t.Errorf("stopping took %v, want under 1 s (2.5 s with margin)", took)
+	}
+}
+
+// A child that does not react to TERM (here: SIGSTOPped, which holds TERM
+// pending) is killed after the grace (60 % of --stop-timeout), and a stop
+// that had to kill still exits 0 when everything is gone in time.
+func testStoppedChildren(t *testing.T, bin string) {
+	d := startDaemon(t, bin, []string{"--stop-timeout", "5s"}, nil)
+	listen(t, d.speaker)
+	waitFor(t, 20*time.Second, "the encoder", func() bool { return len(d.children("ffmpeg")) == 1 })
+	stoppedPids := append(d.children("ffmpeg"), d.children("pulseaudio")...)
+	if len(stoppedPids) != 2 {
+		t.Fatalf("children %v, want ffmpeg and pulseaudio", stoppedPids)
+	}
+	for _, pid := range stoppedPids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Kill(pid, syscall.SIGCONT)
+	}
+	start := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon still running 15 s after SIGTERM")
+	}
+	t.Logf("SIGTERM with SIGSTOPped ffmpeg and pulseaudio: exit after %v (%v)", time.Since(start), d.exitErr)
+	if d.exitErr != nil {
+		t.Errorf("exit: %v, want status 0 (the children were killed within --stop-timeout)", d.exitErr)
+	}
+	for _, pid := range stoppedPids {
+		if syscall.Kill(pid, 0) == nil {
+			if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(stat), ") Z ") {
+				t.Errorf("child %d still alive after the daemon exited", pid)
+			}
+		}
 	}
 }
 
