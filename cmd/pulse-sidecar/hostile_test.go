@@ -152,8 +152,23 @@ func testStoppedChildren(t *testing.T, bin string) {
 }
 
 func testFlood(t *testing.T, bin string) {
-	d := startDaemon(t, bin, nil, nil)
 	const idle, halfSent, keptAlive = 1200, 1200, 600
+	// The test holds 3000 descriptors, and so does the daemon, which
+	// inherits the limit (Go raises its soft limit to the hard one anyway).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if need := uint64(idle + halfSent + keptAlive + 500); lim.Cur < need {
+		t.Fatalf("RLIMIT_NOFILE %d, the flood needs %d: raise the hard limit (ulimit -Hn)", lim.Cur, need)
+	}
+	d := startDaemon(t, bin, nil, nil)
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -183,8 +198,13 @@ func testFlood(t *testing.T, bin string) {
 	// A real listener among them is served at once.
 	asked := time.Now()
 	l := listen(t, d.speaker)
+	upgraded := time.Since(asked)
 	waitFor(t, 10*time.Second, "audio for the real listener", func() bool { return len(l.bytes()) > 0 })
-	t.Logf("real listener's first audio %v after it connected, beside %d hostile connections", l.firstByte().Sub(asked), len(conns))
+	t.Logf("real listener beside %d hostile connections: upgraded after %v, first audio after %v (encoder start included)",
+		len(conns), upgraded, l.firstByte().Sub(asked))
+	if upgraded > 2500*time.Millisecond {
+		t.Errorf("the real listener's handshake took %v beside the flood, want it served at once", upgraded)
+	}
 
 	// Every hostile connection is closed by the daemon: read until EOF.
 	var (
