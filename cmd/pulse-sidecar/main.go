@@ -207,7 +207,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		wsBase.Auth = authVerifier
 	}
 	spkServer := wsBase
-	spkServer.Addr, spkServer.Log = cfg.SpeakerAddr, log.With("actor", "speaker")
+	spkServer.Addr = cfg.SpeakerAddr
 	spk, err := speaker.New(speaker.Config{
 		Server: spkServer, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,
 		PulseServer: "unix:" + cfg.PulseSocket, CookieFile: cookieFile,
@@ -220,7 +220,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		return fmt.Errorf("speaker: %w", err)
 	}
 	micServer := wsBase
-	micServer.Addr, micServer.Log = cfg.MicrophoneAddr, log.With("actor", "microphone")
+	micServer.Addr = cfg.MicrophoneAddr
 	mic, err := microphone.New(microphone.Config{
 		Server: micServer, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
 		Rate: cfg.MicRate, Channels: cfg.MicChannels, Log: log.With("actor", "microphone"),
