@@ -451,3 +451,65 @@ func TestRelayNeverSendsEmptyMessages(t *testing.T) {
 		t.Fatalf("got a %d-byte message with nothing queued", len(msg))
 	}
 }
+
+func TestQueueBytesFollowsMaxBehind(t *testing.T) {
+	for _, tc := range []struct {
+		behind time.Duration
+		want   int
+	}{
+		{500 * time.Millisecond, 207_000/16 - 2*sendBuffer},
+		{time.Second, 207_000/8 - 2*sendBuffer},
+		{10 * time.Millisecond, 4 * PacketSize}, // less than the send buffer: a few packets
+	} {
+		if got := queueBytes(tc.behind); got != tc.want {
+			t.Errorf("queueBytes(%v) = %d, want %d", tc.behind, got, tc.want)
+		}
+	}
+}
+
+// A listener that stopped reading is dropped by the hub after
+// SlowCloseAfter, and its connection really goes: the writer blocked on the
+// full socket gives up, nothing of it is left running.
+func TestRelayDropsStalledListener(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := Config{
+		FIFO:           filepath.Join(t.TempDir(), "speaker"),
+		MaxBehind:      100 * time.Millisecond,
+		SlowCloseAfter: 500 * time.Millisecond,
+		Registerer:     reg,
+		Server:         wsserver.Config{PingInterval: time.Minute}, // no pong timeout in the way
+	}
+	r := startRelay(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := writeTS(ctx, t, r.cfg.FIFO)
+	defer func() { cancel(); <-done }()
+
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	conn, _, err := d.Dial("ws://"+r.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitFor(t, "the stalled listener to be dropped", func() bool { return testutil.ToFloat64(r.m.slowClosed) == 1 })
+	dropped := time.Now()
+	waitFor(t, "its connection to be closed", func() bool {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "pulse_sidecar_speaker_connections" {
+				return mf.GetMetric()[0].GetGauge().GetValue() == 0
+			}
+		}
+		return false
+	})
+	took := time.Since(dropped)
+	t.Logf("connection closed %v after the hub dropped the listener", took)
+	if took > 3*time.Second {
+		t.Errorf("connection closed %v after the drop, want about 1 s at most", took)
+	}
+}
