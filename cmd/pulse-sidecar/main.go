@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/auth"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/config"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/logging"
@@ -31,6 +32,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/speaker"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
 // version is set at link time (-X main.version=...) by imagectl and the Nix
@@ -110,6 +112,12 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// SIGHUP reloads the auth keys. Caught from the start, whether auth is
+	// on or not: its default action would end the daemon (PID 1 is spared
+	// only inside a PID namespace).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	// Children get an explicit environment without it (supervise never passes
 	// the daemon's on); dropping it here as well is defence in depth.
 	os.Unsetenv("PULSEAUDIO_COOKIE")
@@ -151,6 +159,25 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// --- authentication (internal/auth) ---
+	// authVerifier checks the websockets' JWT; nil when neither
+	// --auth-jwt-key nor --auth-jwt-secret-file is set, and then the relays
+	// are open. The shared websocket layer hands it to both relays.
+	var authVerifier *auth.Verifier
+	if cfg.AuthKeyFile != "" || cfg.AuthSecretFile != "" {
+		authVerifier, err = auth.New(auth.Config{
+			KeyFile: cfg.AuthKeyFile, SecretFile: cfg.AuthSecretFile, Leeway: cfg.AuthLeeway,
+			Audience: cfg.AuthAudience, Issuer: cfg.AuthIssuer, RequireClaims: cfg.AuthRequireClaims,
+			Log: log.With("actor", "auth"), Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+	} else {
+		log.Warn("authentication is off: anyone who reaches the speaker and microphone ports can listen and talk; set --auth-jwt-key or --auth-jwt-secret-file")
+	}
+	// --- end authentication ---
+
 	reaper := supervise.NewReaper(log.With("actor", "reaper"), reapAll)
 	// The reaper outlives the group on purpose: actors stopping their
 	// children during shutdown still need their exit statuses.
@@ -170,31 +197,43 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		Binary: cfg.PulseAudio, Cookie: cookie, Reaper: reaper, Grace: grace,
 		Log: log.With("actor", "pulseaudio"), Ready: ready.Setter("pulseaudio"), Registerer: reg,
 	}
+	// The websocket ports' common settings: one limit, one origin policy,
+	// one ping policy for both relays.
+	wsBase := wsserver.Config{
+		AllowedOrigins: cfg.AllowedOrigins, MaxConnections: cfg.MaxConnections,
+		PingInterval: cfg.PingInterval, Unauthorized: auth.Refuse,
+	}
+	if authVerifier != nil { // a nil *Verifier in the interface would not be nil
+		wsBase.Auth = authVerifier
+	}
+	spkServer := wsBase
+	spkServer.Addr = cfg.SpeakerAddr
 	spk, err := speaker.New(speaker.Config{
-		Addr: cfg.SpeakerAddr, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,
+		Server: spkServer, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,
 		PulseServer: "unix:" + cfg.PulseSocket, CookieFile: cookieFile,
-		Linger: cfg.EncoderLinger, AllowedOrigins: cfg.AllowedOrigins,
-		PingInterval: cfg.PingInterval, QueueBytes: cfg.QueueBytes, SlowCloseAfter: cfg.SlowClose,
+		Linger: cfg.EncoderLinger, StallAfter: cfg.EncoderStall,
+		MaxListeners: cfg.MaxListeners, MaxBehind: cfg.MaxBehind, SlowCloseAfter: cfg.SlowClose,
 		Grace: grace, Reaper: reaper, Log: log.With("actor", "speaker"),
 		Ready: ready.Setter("speaker"), Registerer: reg,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("speaker: %w", err)
 	}
+	micServer := wsBase
+	micServer.Addr = cfg.MicrophoneAddr
 	mic, err := microphone.New(microphone.Config{
-		Addr: cfg.MicrophoneAddr, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
-		Rate: cfg.MicRate, Channels: cfg.MicChannels, AllowedOrigins: cfg.AllowedOrigins,
-		PingInterval: cfg.PingInterval, Log: log.With("actor", "microphone"),
+		Server: micServer, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
+		Rate: cfg.MicRate, Channels: cfg.MicChannels, Log: log.With("actor", "microphone"),
 		Ready: ready.Setter("microphone"), Registerer: reg,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("microphone: %w", err)
 	}
 	opsSrv, err := ops.New(ops.Config{
 		Addr: cfg.OpsAddr, Readiness: ready, Gatherer: reg, Pprof: cfg.Pprof, Log: log.With("actor", "ops"),
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("ops: %w", err)
 	}
 
 	var g run.Group
@@ -230,6 +269,11 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 			return nil
 		}, func(error) { cancel() })
 	}
+	// The auth actor: watches the key file and reloads it on SIGHUP.
+	if authVerifier != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return runAuth(ctx, authVerifier, hup) }, func(error) { cancel() })
+	}
 	log.Info("pulse-sidecar starting", "version", version, "speaker", spk.Addr().String(),
 		"microphone", mic.Addr().String(), "ops", opsSrv.Addr().String(), "pulse_socket", cfg.PulseSocket,
 		"pulse_tcp", cfg.PulseTCPAddr, "pid1", reapAll)
@@ -240,4 +284,23 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// runAuth runs the key file watcher and reloads on every SIGHUP until ctx
+// ends. A failed reload keeps the keys in use (Reload logs why), so it never
+// ends the daemon.
+func runAuth(ctx context.Context, v *auth.Verifier, hup <-chan os.Signal) error {
+	watched := make(chan error, 1)
+	go func() { watched <- v.Run(ctx) }()
+	for {
+		select {
+		case <-hup:
+			_ = v.Reload()
+		case err := <-watched:
+			if err != nil {
+				return fmt.Errorf("auth: %w", err)
+			}
+			return nil
+		}
+	}
 }

@@ -11,15 +11,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
-	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/auth"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/microphone"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/origin"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
 )
 
@@ -51,13 +55,27 @@ type Config struct {
 	LogLevel       slog.Level
 	StopTimeout    time.Duration
 	PingInterval   time.Duration
-	QueueBytes     int
 	SlowClose      time.Duration
 	Pprof          bool
+
+	// Websocket limits and deadlines (issue 10, sections 2 and 3).
+	MaxListeners   int
+	MaxConnections int
+	MaxBehind      time.Duration
+	EncoderStall   time.Duration
 
 	// Cookie is the 32-hex-digit PULSEAUDIO_COOKIE, empty when unset. It is
 	// deliberately not a flag: a flag would show up in /proc/PID/cmdline.
 	Cookie string
+
+	// Authentication of the websockets (internal/auth). Neither file set:
+	// the relays are open.
+	AuthKeyFile       string
+	AuthSecretFile    string
+	AuthLeeway        time.Duration
+	AuthAudience      string
+	AuthIssuer        string
+	AuthRequireClaims map[string]string
 }
 
 // Parse reads args (without the program name) and the process environment
@@ -92,10 +110,22 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", 5*time.Second, "after SIGTERM, exit within this long whatever the children do")
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "websocket ping interval (proxies drop sockets silent for 60 s)")
-	fs.IntVar(&c.QueueBytes, "queue-bytes", 64<<10, "per-listener speaker queue bound in bytes; a listener past it skips to live audio")
 	fs.DurationVar(&c.SlowClose, "slow-close", 10*time.Second, "close a speaker listener that stays behind this long")
+	fs.IntVar(&c.MaxListeners, "max-listeners", 64, "speaker listeners at once; more get 503 with Retry-After before the upgrade")
+	fs.IntVar(&c.MaxConnections, "max-connections", 4096, "TCP connections at once on each websocket port; more are accepted and closed at once")
+	fs.DurationVar(&c.MaxBehind, "max-behind", 500*time.Millisecond, "how far a speaker listener may lag behind live audio, kernel send buffer included, before it skips to live")
+	fs.DurationVar(&c.EncoderStall, "encoder-stall", 5*time.Second, "with listeners connected and no stream from the encoder this long, report not ready and restart it")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof on the ops address")
 	fs.String("config", "", "config file: one 'flag value' per line")
+
+	// Authentication: see README "Authentication".
+	claims := claimList{}
+	fs.StringVar(&c.AuthKeyFile, "auth-jwt-key", "", "PEM file of the public key(s) verifying the websockets' JWT (RSA >= 2048 bits, ECDSA P-256/P-384, Ed25519; several = rotation); empty: no authentication")
+	fs.StringVar(&c.AuthSecretFile, "auth-jwt-secret-file", "", "file holding the HS256/384/512 secret (>= 32 bytes), instead of --auth-jwt-key")
+	fs.DurationVar(&c.AuthLeeway, "auth-leeway", auth.DefaultLeeway, "clock skew allowed for the token's exp, nbf and iat")
+	fs.StringVar(&c.AuthAudience, "auth-jwt-audience", "", "when set, the token's aud must contain it")
+	fs.StringVar(&c.AuthIssuer, "auth-jwt-issuer", "", "when set, the token's iss must equal it")
+	fs.Var(claims, "auth-require-claim", "NAME=VALUE: the token's claim NAME must be VALUE (repeatable; commas separate pairs, \\, is a literal comma)")
 
 	fs.Usage = func() { usage(fs, out) }
 
@@ -120,6 +150,9 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	}
 	c.Cookie = d.cookie
 	c.AllowedOrigins = splitList(origins)
+	if len(claims) > 0 {
+		c.AuthRequireClaims = claims
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 	}
@@ -224,16 +257,15 @@ func (c *Config) validate() error {
 	if len(c.PulseSocket) > 107 {
 		return fmt.Errorf("--pulse-socket %q: longer than the 107 bytes a unix socket path can have", c.PulseSocket)
 	}
-	switch c.MicFormat {
-	case "float32le", "s16le":
-	default:
+	if _, err := microphone.ParsePipeEncoding(c.MicFormat); err != nil {
 		return fmt.Errorf("--mic-format %q: want float32le or s16le", c.MicFormat)
 	}
-	if c.MicRate < 8000 || c.MicRate > 192000 {
-		return fmt.Errorf("--mic-rate %d: want 8000..192000", c.MicRate)
-	}
-	if c.MicChannels < 1 || c.MicChannels > 2 {
-		return fmt.Errorf("--mic-channels %d: want 1 or 2", c.MicChannels)
+	if _, err := microphone.PipeFormat(c.MicFormat, c.MicRate, c.MicChannels); err != nil {
+		flag := "--mic-rate"
+		if c.MicChannels < 1 || c.MicChannels > microphone.MaxChannels {
+			flag = "--mic-channels"
+		}
+		return fmt.Errorf("%s: %v", flag, err)
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -247,25 +279,125 @@ func (c *Config) validate() error {
 	}{
 		{"encoder-linger", c.EncoderLinger, 0}, {"stop-timeout", c.StopTimeout, 100 * time.Millisecond},
 		{"ping-interval", c.PingInterval, 100 * time.Millisecond}, {"slow-close", c.SlowClose, 100 * time.Millisecond},
+		{"max-behind", c.MaxBehind, 100 * time.Millisecond}, {"encoder-stall", c.EncoderStall, time.Second},
 	} {
 		if d.v < d.min {
 			return fmt.Errorf("--%s %s: must be at least %s", d.flag, d.v, d.min)
 		}
 	}
-	if c.QueueBytes < 4096 {
-		return fmt.Errorf("--queue-bytes %d: must be at least 4096", c.QueueBytes)
-	}
-	for _, o := range c.AllowedOrigins {
-		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			return fmt.Errorf("--allowed-origins: %q is not an origin like https://desktop.example", o)
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{{"max-listeners", c.MaxListeners}, {"max-connections", c.MaxConnections}} {
+		if l.v < 1 {
+			return fmt.Errorf("--%s %d: must be at least 1", l.flag, l.v)
 		}
+	}
+	if err := origin.Validate(c.AllowedOrigins); err != nil {
+		return fmt.Errorf("--allowed-origins: %v", err)
+	}
+	if err := c.validateAuth(); err != nil {
+		return err
 	}
 	if c.Cookie != "" && !isHex32(c.Cookie) {
 		// The value is a secret: name the variable, never echo it.
 		return errors.New("PULSEAUDIO_COOKIE: want exactly 32 hexadecimal digits")
 	}
 	return nil
+}
+
+func (c *Config) validateAuth() error {
+	if c.AuthKeyFile != "" && c.AuthSecretFile != "" {
+		return errors.New("--auth-jwt-key and --auth-jwt-secret-file: give one, not both")
+	}
+	for _, p := range []struct{ flag, v string }{{"auth-jwt-key", c.AuthKeyFile}, {"auth-jwt-secret-file", c.AuthSecretFile}} {
+		if p.v != "" && !strings.HasPrefix(p.v, "/") {
+			return fmt.Errorf("--%s %q: want an absolute path", p.flag, p.v)
+		}
+	}
+	if c.AuthLeeway < 0 {
+		return fmt.Errorf("--auth-leeway %s: must not be negative", c.AuthLeeway)
+	}
+	// Binding settings without a key would look like protection and be
+	// none: the relays would be open.
+	if c.AuthKeyFile == "" && c.AuthSecretFile == "" {
+		for _, f := range []struct {
+			flag string
+			set  bool
+		}{{"auth-jwt-audience", c.AuthAudience != ""}, {"auth-jwt-issuer", c.AuthIssuer != ""}, {"auth-require-claim", len(c.AuthRequireClaims) > 0}} {
+			if f.set {
+				return fmt.Errorf("--%s needs --auth-jwt-key or --auth-jwt-secret-file: without a key nothing is checked", f.flag)
+			}
+		}
+	}
+	return nil
+}
+
+// claimList is --auth-require-claim. Set is called once per flag on the
+// command line and once per line of the config file, but ff hands an
+// environment variable over whole, once: so a comma separates pairs in
+// every source, and "\," stands for a comma inside a value. As for every
+// flag, the sources do not merge: pairs on the command line replace those
+// of the environment, which replace those of the config file.
+type claimList map[string]string
+
+func (l claimList) String() string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k + "=" + strings.ReplaceAll(l[k], ",", `\,`))
+	}
+	return b.String()
+}
+
+// Get makes it a flag.Getter, which applyEmptyEnv relies on.
+func (l claimList) Get() any { return map[string]string(l) }
+
+func (l claimList) Set(s string) error {
+	for _, pair := range splitUnescaped(s) {
+		name, value, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		name = strings.TrimSpace(name)
+		switch {
+		case strings.TrimSpace(pair) == "":
+			continue
+		case !ok || name == "":
+			return fmt.Errorf("%q: want NAME=VALUE", pair)
+		case value == "":
+			// An empty value is nearly always an unset variable in the
+			// deployment, and would match a token with an empty claim.
+			return fmt.Errorf("%s: empty value (is the variable meant to fill it set?)", name)
+		case strings.HasPrefix(value, "$(") && strings.HasSuffix(value, ")"):
+			// Kubernetes leaves $(VAR) as is when VAR is not defined.
+			return fmt.Errorf("%s=%s: the variable was not expanded", name, value)
+		}
+		if old, dup := l[name]; dup && old != value {
+			return fmt.Errorf("%s: required twice with different values", name)
+		}
+		l[name] = value
+	}
+	return nil
+}
+
+// splitUnescaped splits s at commas not preceded by a backslash and turns
+// "\," into ",".
+func splitUnescaped(s string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s) && s[i+1] == ',':
+			cur.WriteByte(',')
+			i++
+		case s[i] == ',':
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	return append(out, cur.String())
 }
 
 func checkAddr(a string) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,6 +121,12 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 		{[]string{"--log-format", "xml"}, nil, "--log-format"},
 		{[]string{"--log-level", "loud"}, nil, "--log-level"},
 		{[]string{"--allowed-origins", "nope"}, nil, "--allowed-origins"},
+		{[]string{"--allowed-origins", "https://desktop.example/sound"}, nil, "--allowed-origins"},
+		{[]string{"--allowed-origins", "https://desktop.example:443"}, nil, "--allowed-origins"},
+		{[]string{"--mic-rate", "44101"}, nil, "--mic-rate"},
+		{[]string{"--max-listeners", "0"}, nil, "--max-listeners"},
+		{[]string{"--max-connections", "0"}, nil, "--max-connections"},
+		{[]string{"--max-behind", "1ms"}, nil, "--max-behind"},
 		{[]string{"--pulse-tcp-addr", "127.0.0.1:4713"}, nil, "PULSEAUDIO_COOKIE"},
 		{[]string{"--encoder-linger", "soon"}, nil, "encoder-linger"},
 		{nil, map[string]string{"PULSEAUDIO_COOKIE": "secret-not-hex"}, "PULSEAUDIO_COOKIE"},
@@ -155,7 +162,8 @@ func TestHelpListsEveryFlagAndVariable(t *testing.T) {
 	}
 	for _, f := range []string{"speaker-addr", "microphone-addr", "ops-addr", "speaker-fifo", "microphone-fifo",
 		"pulse-socket", "pulse-tcp-addr", "run-dir", "log-dir", "pulseaudio", "ffmpeg", "encoder-linger",
-		"mic-format", "mic-rate", "mic-channels", "allowed-origins", "log-format", "log-level", "stop-timeout"} {
+		"mic-format", "mic-rate", "mic-channels", "allowed-origins", "log-format", "log-level", "stop-timeout",
+		"auth-jwt-key", "auth-jwt-secret-file", "auth-leeway", "auth-jwt-audience", "auth-jwt-issuer", "auth-require-claim"} {
 		env := "PULSE_SIDECAR_" + strings.ToUpper(strings.ReplaceAll(f, "-", "_"))
 		if !strings.Contains(out.String(), "--"+f+"\n") || !strings.Contains(out.String(), env) {
 			t.Errorf("--help lacks --%s or %s", f, env)
@@ -209,6 +217,97 @@ func TestCheckBinaries(t *testing.T) {
 	} {
 		if err := c.cfg.CheckBinaries(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want an error naming %s", c.cfg, err, c.want)
+		}
+	}
+}
+
+func TestAuthFlags(t *testing.T) {
+	clearEnv(t)
+	c, err := Parse("pulse-sidecar", nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuthKeyFile != "" || c.AuthSecretFile != "" || c.AuthLeeway != 30*time.Second || c.AuthRequireClaims != nil {
+		t.Errorf("auth defaults: key %q secret %q leeway %s claims %v", c.AuthKeyFile, c.AuthSecretFile, c.AuthLeeway, c.AuthRequireClaims)
+	}
+
+	// Repeated on the command line: each flag adds pairs; a comma separates
+	// pairs and \, is a comma inside a value.
+	c, err = Parse("pulse-sidecar", []string{
+		"--auth-jwt-key", "/secrets/jwt.pem", "--auth-leeway", "5s", "--auth-jwt-audience", "pulse", "--auth-jwt-issuer", "abc",
+		"--auth-require-claim", "userid=alice", "--auth-require-claim", "uid=1000,dn=cn=alice\\,ou=people",
+	}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"userid": "alice", "uid": "1000", "dn": "cn=alice,ou=people"}
+	if c.AuthKeyFile != "/secrets/jwt.pem" || c.AuthLeeway != 5*time.Second || c.AuthAudience != "pulse" || c.AuthIssuer != "abc" || !maps.Equal(c.AuthRequireClaims, want) {
+		t.Errorf("command line: %+v", c)
+	}
+
+	// The environment holds several pairs in one variable.
+	t.Setenv("PULSE_SIDECAR_AUTH_JWT_SECRET_FILE", "/secrets/hs")
+	t.Setenv("PULSE_SIDECAR_AUTH_REQUIRE_CLAIM", "userid=bob, uid=1001")
+	c, err = Parse("pulse-sidecar", nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuthSecretFile != "/secrets/hs" || !maps.Equal(c.AuthRequireClaims, map[string]string{"userid": "bob", "uid": "1001"}) {
+		t.Errorf("environment: secret %q claims %v", c.AuthSecretFile, c.AuthRequireClaims)
+	}
+	// The command line replaces the environment's pairs; it does not merge.
+	c, err = Parse("pulse-sidecar", []string{"--auth-require-claim", "userid=carol"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(c.AuthRequireClaims, map[string]string{"userid": "carol"}) {
+		t.Errorf("command line over environment: %v", c.AuthRequireClaims)
+	}
+
+	// A config file may repeat the flag, one pair per line.
+	clearEnv(t)
+	cfgFile := filepath.Join(t.TempDir(), "conf")
+	os.WriteFile(cfgFile, []byte("auth-jwt-key /k.pem\nauth-require-claim userid=dave\nauth-require-claim uid=7\n"), 0o600)
+	c, err = Parse("pulse-sidecar", []string{"--config", cfgFile}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(c.AuthRequireClaims, map[string]string{"userid": "dave", "uid": "7"}) {
+		t.Errorf("config file: %v", c.AuthRequireClaims)
+	}
+}
+
+func TestAuthFlagErrors(t *testing.T) {
+	clearEnv(t)
+	key := []string{"--auth-jwt-key", "/k.pem"}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--auth-jwt-key", "/k.pem", "--auth-jwt-secret-file", "/s"}, nil, "give one, not both"},
+		{nil, map[string]string{"PULSE_SIDECAR_AUTH_JWT_KEY": "/k.pem", "PULSE_SIDECAR_AUTH_JWT_SECRET_FILE": "/s"}, "give one, not both"},
+		{[]string{"--auth-jwt-key", "k.pem"}, nil, "--auth-jwt-key"},
+		{append(key, "--auth-require-claim", "userid"), nil, "NAME=VALUE"},
+		{append(key, "--auth-require-claim", "=alice"), nil, "NAME=VALUE"},
+		{append(key, "--auth-require-claim", "userid="), nil, "empty value"},
+		{append(key, "--auth-require-claim", "userid=$(ABCDESKTOP_USERID)"), nil, "not expanded"},
+		{append(key, "--auth-require-claim", "userid=a", "--auth-require-claim", "userid=b"), nil, "twice"},
+		{key, map[string]string{"PULSE_SIDECAR_AUTH_REQUIRE_CLAIM": "userid=a,uid"}, "NAME=VALUE"},
+		{append(key, "--auth-leeway", "-1s"), nil, "--auth-leeway"},
+		{[]string{"--auth-require-claim", "userid=alice"}, nil, "needs --auth-jwt-key"},
+		{[]string{"--auth-jwt-audience", "pulse"}, nil, "needs --auth-jwt-key"},
+		{[]string{"--auth-jwt-issuer", "abc"}, nil, "needs --auth-jwt-key"},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		_, err := Parse("pulse-sidecar", tc.args, &bytes.Buffer{})
+		for k := range tc.env {
+			os.Unsetenv(k)
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v %v: error %v, want one line with %q", tc.args, tc.env, err, tc.want)
 		}
 	}
 }

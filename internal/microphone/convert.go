@@ -16,10 +16,18 @@ type Converter struct {
 	partial  [MaxChannels * 4]byte // start of a frame split across messages
 	npartial int
 
-	rs      *resampler // nil when the rates are equal
-	mixed   []float32  // decoded, channel-mixed input of one message
-	resamp  []float32  // resampler output of one message
-	invalid int        // non-finite samples replaced since the last call
+	rs     *resampler // nil when the rates are equal
+	mixed  []float32  // decoded, channel-mixed input of one message
+	resamp []float32  // resampler output of one message
+	san    Sanitized  // of the current call
+}
+
+// Sanitized counts the samples of one Convert call that were not fit for
+// PulseAudio: NaN and infinities (replaced by 0) and samples beyond [-1, 1]
+// (clamped), in the input or, after resampling, in the output.
+type Sanitized struct {
+	NonFinite int
+	Clamped   int
 }
 
 // NewConverter validates both formats and prepares the filter tables.
@@ -38,19 +46,19 @@ func NewConverter(in, out Format) (*Converter, error) {
 }
 
 // Convert appends to dst the converted form of every frame completed by msg
-// and returns the extended slice plus the number of non-finite input samples
-// (NaN, ±Inf) that were replaced by silence. Passing dst[:0] of a reused
-// buffer makes steady-state conversion allocation-free.
-func (c *Converter) Convert(dst, msg []byte) ([]byte, int) {
+// and returns the extended slice plus what was sanitised: nothing non-finite
+// or outside [-1, 1] ever comes out, whatever the formats. Passing dst[:0] of
+// a reused buffer makes steady-state conversion allocation-free.
+func (c *Converter) Convert(dst, msg []byte) ([]byte, Sanitized) {
 	fs := c.in.FrameSize()
 	c.mixed = c.mixed[:0]
-	c.invalid = 0
+	c.san = Sanitized{}
 	if c.npartial > 0 {
 		n := copy(c.partial[c.npartial:fs], msg)
 		c.npartial += n
 		msg = msg[n:]
 		if c.npartial < fs {
-			return dst, 0
+			return dst, c.san
 		}
 		c.mixed = c.decode(c.mixed, c.partial[:fs])
 		c.npartial = 0
@@ -66,9 +74,24 @@ func (c *Converter) Convert(dst, msg []byte) ([]byte, int) {
 			c.resamp = make([]float32, 0, need)
 		}
 		c.resamp = c.rs.process(c.mixed, c.resamp[:0])
+		// A filter rings past full scale on a full-scale input.
+		c.san.Clamped += clamp(c.resamp)
 		frames = c.resamp
 	}
-	return encode(dst, frames, c.out.Encoding), c.invalid
+	return encode(dst, frames, c.out.Encoding), c.san
+}
+
+// clamp limits samples to [-1, 1] in place and counts those it changed.
+func clamp(s []float32) int {
+	n := 0
+	for i, v := range s {
+		if v > 1 {
+			s[i], n = 1, n+1
+		} else if v < -1 {
+			s[i], n = -1, n+1
+		}
+	}
+	return n
 }
 
 // decode appends the frames of b (whole frames only) to dst, mixed to the
@@ -111,10 +134,19 @@ func (c *Converter) sample(b []byte) float32 {
 		return float32(int16(binary.LittleEndian.Uint16(b))) / 32768
 	}
 	v := math.Float32frombits(binary.LittleEndian.Uint32(b))
-	// One NaN would smear through every filter tap and then into PulseAudio.
-	if v != v || v > math.MaxFloat32 || v < -math.MaxFloat32 {
-		c.invalid++
+	// One NaN would smear through every filter tap and then into PulseAudio;
+	// a sample past full scale is as loud as a float gets to the next
+	// program, which may not clip it.
+	switch {
+	case v != v || v > math.MaxFloat32 || v < -math.MaxFloat32:
+		c.san.NonFinite++
 		return 0
+	case v > 1:
+		c.san.Clamped++
+		return 1
+	case v < -1:
+		c.san.Clamped++
+		return -1
 	}
 	return v
 }

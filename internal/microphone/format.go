@@ -49,26 +49,49 @@ func (f Format) String() string {
 	return fmt.Sprintf("%s %d Hz %d ch", f.Encoding, f.Rate, f.Channels)
 }
 
-// Limits accepted from clients and configuration. The rate range covers every
-// AudioContext rate browsers use; eight channels is more than any microphone.
-const (
-	MinRate     = 8000
-	MaxRate     = 192000
-	MaxChannels = 8
-)
+// Rates lists the sample rates accepted from clients and configuration:
+// those browsers' AudioContexts and Opus use. Anything else is refused
+// before the upgrade, so a request cannot make the relay build filter
+// tables for an odd rate pair.
+var Rates = []int{8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000}
 
-// Validate reports the first field outside the supported range.
+// MaxChannels bounds the channels of a stream: a microphone is mono or
+// stereo.
+const MaxChannels = 2
+
+func knownRate(r int) bool {
+	for _, k := range Rates {
+		if k == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate reports the first field outside what is supported; it is the one
+// check of formats, for clients and configuration alike.
 func (f Format) Validate() error {
 	if f.Encoding != F32LE && f.Encoding != S16LE {
 		return fmt.Errorf("encoding %v is not supported", f.Encoding)
 	}
-	if f.Rate < MinRate || f.Rate > MaxRate {
-		return fmt.Errorf("rate %d is outside %d..%d", f.Rate, MinRate, MaxRate)
+	if !knownRate(f.Rate) {
+		return fmt.Errorf("rate %d: want one of %v", f.Rate, Rates)
 	}
 	if f.Channels < 1 || f.Channels > MaxChannels {
-		return fmt.Errorf("channels %d is outside 1..%d", f.Channels, MaxChannels)
+		return fmt.Errorf("channels %d: want 1..%d", f.Channels, MaxChannels)
 	}
 	return nil
+}
+
+// PipeFormat checks the pipe source's configuration (PulseAudio's spelling of
+// the encoding) and returns it as a Format.
+func PipeFormat(encoding string, rate, channels int) (Format, error) {
+	enc, err := ParsePipeEncoding(encoding)
+	if err != nil {
+		return Format{}, err
+	}
+	f := Format{Encoding: enc, Rate: rate, Channels: channels}
+	return f, f.Validate()
 }
 
 // ParsePipeEncoding reads an encoding in PulseAudio's spelling
@@ -93,7 +116,7 @@ func parseClientEncoding(s string) (Encoding, error) {
 	case "s16le":
 		return S16LE, nil
 	}
-	return 0, fmt.Errorf("format %q: want f32le or s16le", s)
+	return 0, fmt.Errorf("format %.12q: want f32le or s16le", s)
 }
 
 // NegotiateFormat reads the client's stream format from the upgrade request's
@@ -111,19 +134,19 @@ func NegotiateFormat(q url.Values, pipe Format) (Format, error) {
 	}
 	if v, ok := q["rate"]; ok {
 		n, err := strconv.Atoi(last(v))
-		if err != nil || n < MinRate || n > MaxRate {
-			return Format{}, fmt.Errorf("rate %q: want an integer in %d..%d", last(v), MinRate, MaxRate)
+		if err != nil || !knownRate(n) {
+			return Format{}, fmt.Errorf("rate %.12q: want one of %v", last(v), Rates)
 		}
 		f.Rate = n
 	}
 	if v, ok := q["channels"]; ok {
 		n, err := strconv.Atoi(last(v))
 		if err != nil || n < 1 || n > MaxChannels {
-			return Format{}, fmt.Errorf("channels %q: want an integer in 1..%d", last(v), MaxChannels)
+			return Format{}, fmt.Errorf("channels %.12q: want 1..%d", last(v), MaxChannels)
 		}
 		f.Channels = n
 	}
-	return f, nil
+	return f, f.Validate()
 }
 
 func last(v []string) string {

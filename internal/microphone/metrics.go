@@ -1,23 +1,33 @@
 package microphone
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
 
-// Rejection reasons, the values of rejected_total's reason label.
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Rejection reasons, the values of rejected_total's reason label: what a
+// sender did wrong after the upgrade. Refusals before it are the websocket
+// layer's refused_total.
 const (
-	reasonBusy      = "busy"
-	reasonText      = "text"
-	reasonTooBig    = "too_big"
-	reasonBadFormat = "bad_format"
-	reasonOrigin    = "origin"
+	reasonText   = "text"
+	reasonTooBig = "too_big"
+)
+
+// Sanitising reasons, the values of samples_sanitized_total's reason label.
+const (
+	sanitizedNonFinite = "non_finite"
+	sanitizedClamped   = "clamped"
 )
 
 type metrics struct {
-	senders    prometheus.Gauge
-	bytesIn    prometheus.Counter
-	written    prometheus.Counter
-	dropped    prometheus.Counter
-	convErrors prometheus.Counter
-	rejected   *prometheus.CounterVec
+	senders   prometheus.Gauge
+	replaced  prometheus.Counter
+	bytesIn   prometheus.Counter
+	written   prometheus.Counter
+	dropped   prometheus.Counter
+	sanitized *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
 }
 
 // newMetrics registers on reg, or on nothing when reg is nil, so tests and
@@ -27,27 +37,32 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		senders: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "senders", Help: "Websocket clients currently sending microphone audio (0 or 1)."}),
+		replaced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "senders_replaced_total", Help: "Senders closed with 4001 because a newer sender took the microphone over."}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "bytes_in_total", Help: "Audio bytes received from websocket clients, in the client's format."}),
 		written: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "bytes_written_total", Help: "Converted audio bytes written to the PulseAudio pipe source's FIFO."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "bytes_dropped_total", Help: "Converted audio bytes dropped because PulseAudio was not reading the FIFO."}),
-		convErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "conversion_errors_total", Help: "Non-finite input samples (NaN, Inf) replaced by silence."}),
+		sanitized: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "samples_sanitized_total", Help: "Samples replaced by 0 (non_finite: NaN, Inf) or clamped to [-1, 1] (clamped)."}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "rejected_total", Help: "Websocket connections or messages refused, by reason."}, []string{"reason"}),
+			Name: "rejected_total", Help: "Senders closed for what they sent, by reason."}, []string{"reason"}),
 	}
 	// Pre-create the label values so dashboards see zeros, not gaps.
-	for _, r := range []string{reasonBusy, reasonText, reasonTooBig, reasonBadFormat, reasonOrigin} {
+	for _, r := range []string{reasonText, reasonTooBig} {
 		m.rejected.WithLabelValues(r)
+	}
+	for _, r := range []string{sanitizedNonFinite, sanitizedClamped} {
+		m.sanitized.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.senders, m.bytesIn, m.written, m.dropped, m.convErrors, m.rejected} {
+	for _, c := range []prometheus.Collector{m.senders, m.replaced, m.bytesIn, m.written, m.dropped, m.sanitized, m.rejected} {
 		if err := reg.Register(c); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
 	}
 	return m, nil

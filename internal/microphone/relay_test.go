@@ -23,6 +23,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
 const testTimeout = 20 * time.Second
@@ -31,7 +32,7 @@ const testTimeout = 20 * time.Second
 func startRelay(t *testing.T, fifoPath string, edit func(*Config)) *Relay {
 	t.Helper()
 	cfg := Config{
-		Addr:       "127.0.0.1:0",
+		Server:     wsserver.Config{Addr: "127.0.0.1:0"},
 		FIFO:       fifoPath,
 		Registerer: prometheus.NewRegistry(),
 		Log:        slog.New(slog.NewTextHandler(testLog{t}, nil)),
@@ -235,14 +236,15 @@ func TestRelayCountsInvalidSamples(t *testing.T) {
 	if got := f32Samples(t, pr.bytes()); got[1] != 0 {
 		t.Errorf("NaN came out as %g, want silence", got[1])
 	}
-	if n := testutil.ToFloat64(r.m.convErrors); n != 1 {
-		t.Errorf("conversion_errors_total = %g, want 1", n)
+	if n := testutil.ToFloat64(r.m.sanitized.WithLabelValues(sanitizedNonFinite)); n != 1 {
+		t.Errorf("samples_sanitized_total{reason=non_finite} = %g, want 1", n)
 	}
 }
 
 func TestRelayRejectsBadFormat(t *testing.T) {
 	r := startRelay(t, makeFIFO(t), nil)
-	for query, param := range map[string]string{"format=mp3": "format", "rate=1000": "rate", "channels=12": "channels"} {
+	for query, param := range map[string]string{"format=mp3": "format", "rate=1000": "rate", "channels=12": "channels",
+		"channels=8": "channels", "rate=44101": "rate"} {
 		_, resp, err := websocket.DefaultDialer.Dial("ws://"+r.Addr().String()+"/?"+query, nil)
 		if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s: err %v, want HTTP 400", query, err)
@@ -254,12 +256,14 @@ func TestRelayRejectsBadFormat(t *testing.T) {
 			t.Errorf("%s: body %q does not name %q", query, body, param)
 		}
 	}
-	if n := testutil.ToFloat64(r.m.rejected.WithLabelValues(reasonBadFormat)); n != 3 {
-		t.Errorf("rejected_total{reason=bad_format} = %g, want 3", n)
+	if n := refused(t, r, wsserver.ReasonParams); n != 5 {
+		t.Errorf("refused_total{reason=params} = %g, want 5", n)
 	}
 }
 
-func TestRelayOneSenderAtATime(t *testing.T) {
+// The newest sender takes the microphone over: the previous one is closed
+// with 4001 and its audio no longer reaches the pipe.
+func TestRelayNewestSenderWins(t *testing.T) {
 	path := makeFIFO(t)
 	pr := readPipe(t, path)
 	r := startRelay(t, path, nil)
@@ -276,19 +280,95 @@ func TestRelayOneSenderAtATime(t *testing.T) {
 	send(first, 512)
 
 	second := dial(t, r, "")
-	if code := closeCode(t, second); code != websocket.CloseTryAgainLater {
-		t.Errorf("second sender: close code %d, want 1013", code)
+	if code := closeCode(t, first); code != CloseReplaced {
+		t.Errorf("first sender: close code %d, want %d", code, CloseReplaced)
 	}
-	send(first, 1024)
-	if n := testutil.ToFloat64(r.m.rejected.WithLabelValues(reasonBusy)); n != 1 {
-		t.Errorf("rejected_total{reason=busy} = %g, want 1", n)
+	send(second, 1024)
+	if n := testutil.ToFloat64(r.m.replaced); n != 1 {
+		t.Errorf("senders_replaced_total = %g, want 1", n)
+	}
+	if n := testutil.ToFloat64(r.m.senders); n != 1 {
+		t.Errorf("senders = %g, want 1", n)
 	}
 
-	// Once the first leaves, the slot is free again.
-	first.Close()
+	// Once the second leaves, nobody sends.
+	second.Close()
 	waitFor(t, "the sender slot to be released", func() bool { return testutil.ToFloat64(r.m.senders) == 0 })
 	third := dial(t, r, "")
 	send(third, 1536)
+}
+
+// A sender whose peer vanished without a close (half-open: the laptop lost
+// its network) answers nothing; the next sender gets the microphone at
+// once all the same.
+func TestRelayHalfOpenSenderReplacedAtOnce(t *testing.T) {
+	path := makeFIFO(t)
+	pr := readPipe(t, path)
+	r := startRelay(t, path, nil)
+	first := dial(t, r, "")
+	if err := first.WriteMessage(websocket.BinaryMessage, make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first sender's audio", func() bool { return len(pr.bytes()) >= 512 })
+	// Never read again, never answer: what a vanished peer looks like from
+	// here (its socket stays open, nothing comes back).
+	start := time.Now()
+	second := dial(t, r, "")
+	if err := second.WriteMessage(websocket.BinaryMessage, make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second sender's audio", func() bool { return len(pr.bytes()) >= 1024 })
+	took := time.Since(start)
+	t.Logf("second sender's audio in the pipe %v after it connected", took)
+	if took > 3*time.Second {
+		t.Errorf("second sender waited %v for a half-open first one, want well under 1 s", took)
+	}
+}
+
+// A malformed request never costs the current sender its microphone.
+func TestRelayMalformedRequestKeepsSender(t *testing.T) {
+	path := makeFIFO(t)
+	pr := readPipe(t, path)
+	r := startRelay(t, path, nil)
+	first := dial(t, r, "")
+	if err := first.WriteMessage(websocket.BinaryMessage, make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "audio", func() bool { return len(pr.bytes()) >= 512 })
+	for _, q := range []string{"rate=1", "channels=8", "format=u8"} {
+		if _, resp, err := websocket.DefaultDialer.Dial("ws://"+r.Addr().String()+"/?"+q, nil); err == nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %v, want 400", q, err)
+		}
+	}
+	if err := first.WriteMessage(websocket.BinaryMessage, make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first sender's audio after the malformed requests", func() bool { return len(pr.bytes()) >= 1024 })
+	if n := testutil.ToFloat64(r.m.replaced); n != 0 {
+		t.Errorf("senders_replaced_total = %g, want 0", n)
+	}
+}
+
+// refused reads the websocket layer's refused_total for reason.
+func refused(t *testing.T, r *Relay, reason string) float64 {
+	t.Helper()
+	mfs, err := r.cfg.Registerer.(prometheus.Gatherer).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "pulse_sidecar_microphone_refused_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func TestRelayDropsWithoutReader(t *testing.T) {
@@ -316,7 +396,7 @@ func TestRelayDropsWholeFramesWhenPipeIsFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
-	r := startRelay(t, path, func(c *Config) { c.Format, c.Channels = "s16le", 3 }) // 6-byte frames
+	r := startRelay(t, path, func(c *Config) { c.Format, c.Channels = "s16le", 2 }) // 4-byte frames
 	c := dial(t, r, "format=f32le&rate=44100&channels=1")
 	msg := f32Bytes(audiotest.Sine(440, 44100, 0.5, 127, 1))
 	const n = 400 // 2 s of audio: far more than the pipe holds
@@ -327,8 +407,8 @@ func TestRelayDropsWholeFramesWhenPipeIsFull(t *testing.T) {
 	}
 	waitFor(t, "every message processed", func() bool { return testutil.ToFloat64(r.m.bytesIn) == float64(n*len(msg)) })
 	written, dropped := testutil.ToFloat64(r.m.written), testutil.ToFloat64(r.m.dropped)
-	if dropped == 0 || written+dropped != n*127*6 {
-		t.Errorf("written %g + dropped %g, want %d with drops", written, dropped, n*127*6)
+	if dropped == 0 || written+dropped != n*127*4 {
+		t.Errorf("written %g + dropped %g, want %d with drops", written, dropped, n*127*4)
 	}
 	size, err := fifo.PipeSize(stalled)
 	if err != nil {
@@ -341,10 +421,10 @@ func TestRelayDropsWholeFramesWhenPipeIsFull(t *testing.T) {
 	if err := unixIoctlInt(stalled, &queued); err != nil {
 		t.Fatal(err)
 	}
-	if queued != int(written) || queued%6 != 0 {
-		t.Errorf("pipe holds %d bytes (written %g), want a whole number of 6-byte frames", queued, written)
+	if queued != int(written) || queued%4 != 0 {
+		t.Errorf("pipe holds %d bytes (written %g), want a whole number of 4-byte frames", queued, written)
 	}
-	if limit := 44100 * 6 / 20; queued > limit {
+	if limit := 44100 * 4 / 20; queued > limit {
 		t.Errorf("pipe holds %d bytes, more than 50 ms (%d bytes)", queued, limit)
 	}
 }
@@ -401,8 +481,8 @@ func TestRelayPingsKeepIdleSenderAlive(t *testing.T) {
 	pr := readPipe(t, path)
 	r := startRelay(t, path, func(c *Config) {
 		// Many pings, each with ample time for its pong on a loaded machine.
-		c.PingInterval = 100 * time.Millisecond
-		c.PongWait = 2 * time.Second
+		c.Server.PingInterval = 100 * time.Millisecond
+		c.Server.PongWait = 2 * time.Second
 	})
 	c := dial(t, r, "")
 	pings := make(chan struct{}, 100)
@@ -437,12 +517,12 @@ func TestRelayPingsKeepIdleSenderAlive(t *testing.T) {
 func TestRelayOrigins(t *testing.T) {
 	// Configured the way an operator may well write it: with a trailing
 	// slash and capitals, which no browser's Origin header carries.
-	r := startRelay(t, makeFIFO(t), func(c *Config) { c.AllowedOrigins = []string{"https://Desktop.example/"} })
+	r := startRelay(t, makeFIFO(t), func(c *Config) { c.Server.AllowedOrigins = []string{"https://Desktop.example/"} })
 	h := http.Header{"Origin": {"https://evil.example"}}
 	if _, resp, err := websocket.DefaultDialer.Dial("ws://"+r.Addr().String()+"/", h); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 		t.Errorf("foreign origin: err %v, want HTTP 403", err)
 	}
-	if got := testutil.ToFloat64(r.m.rejected.WithLabelValues(reasonOrigin)); got != 1 {
+	if got := refused(t, r, wsserver.ReasonOrigin); got != 1 {
 		t.Errorf("origin rejections %v, want 1", got)
 	}
 	h.Set("Origin", "https://desktop.example")
@@ -451,13 +531,13 @@ func TestRelayOrigins(t *testing.T) {
 		t.Fatalf("allowed origin: %v", err)
 	}
 	c.Close()
-	if got := testutil.ToFloat64(r.m.rejected.WithLabelValues(reasonOrigin)); got != 1 {
+	if got := refused(t, r, wsserver.ReasonOrigin); got != 1 {
 		t.Errorf("origin rejections %v after an allowed origin, want still 1", got)
 	}
 }
 
 func TestRelayShutdownIgnoresSilentConnections(t *testing.T) {
-	r, err := New(Config{Addr: "127.0.0.1:0", FIFO: makeFIFO(t), Log: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+	r, err := New(Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: makeFIFO(t), Log: slog.New(slog.NewTextHandler(testLog{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +546,7 @@ func TestRelayShutdownIgnoresSilentConnections(t *testing.T) {
 
 func TestRelayShutdownClosesSenders(t *testing.T) {
 	path := makeFIFO(t)
-	r, err := New(Config{Addr: "127.0.0.1:0", FIFO: path})
+	r, err := New(Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,15 +573,17 @@ func TestRelayShutdownClosesSenders(t *testing.T) {
 
 func TestNewReportsAddressInUse(t *testing.T) {
 	r := startRelay(t, makeFIFO(t), nil)
-	_, err := New(Config{Addr: r.Addr().String(), FIFO: "/nonexistent"})
+	_, err := New(Config{Server: wsserver.Config{Addr: r.Addr().String()}, FIFO: "/nonexistent"})
 	if err == nil || !strings.Contains(err.Error(), r.Addr().String()) {
 		t.Fatalf("New on a used port: %v, want an error naming %s", err, r.Addr())
 	}
 	for _, cfg := range []Config{
-		{Addr: "127.0.0.1:0"},
-		{Addr: "127.0.0.1:0", FIFO: "x", Format: "u8"},
-		{Addr: "127.0.0.1:0", FIFO: "x", Rate: 1},
-		{Addr: "127.0.0.1:0", FIFO: "x", PingInterval: time.Second, PongWait: time.Second},
+		{Server: wsserver.Config{Addr: "127.0.0.1:0"}},
+		{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: "x", Format: "u8"},
+		{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: "x", Rate: 1},
+		{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: "x", Rate: 44101},
+		{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: "x", Channels: 8},
+		{Server: wsserver.Config{Addr: "127.0.0.1:0", PingInterval: time.Second, PongWait: time.Second}, FIFO: "x"},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded, want an error", cfg)
@@ -520,7 +602,7 @@ func TestMetricsNames(t *testing.T) {
 	for _, mf := range mfs {
 		got[mf.GetName()] = true
 	}
-	for _, name := range []string{"senders", "bytes_in_total", "bytes_written_total", "bytes_dropped_total", "conversion_errors_total", "rejected_total"} {
+	for _, name := range []string{"senders", "bytes_in_total", "bytes_written_total", "bytes_dropped_total", "samples_sanitized_total", "senders_replaced_total", "rejected_total", "refused_total", "connections"} {
 		if !got["pulse_sidecar_microphone_"+name] {
 			t.Errorf("metric pulse_sidecar_microphone_%s not registered", name)
 		}

@@ -5,7 +5,6 @@ package ops
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/httpserve"
 )
 
 // Readiness collects the readiness of named components; the daemon is ready
@@ -64,13 +65,26 @@ func (r *Readiness) Ready() (bool, []string) {
 	return len(waiting) == 0, waiting
 }
 
-// Config is what the ops server needs.
+// Config is what the ops server needs. Zero values take the defaults in
+// brackets.
 type Config struct {
 	Addr      string
-	Readiness *Readiness
-	Gatherer  prometheus.Gatherer
+	Readiness *Readiness          // [nothing to wait for]
+	Gatherer  prometheus.Gatherer // [no metrics]
 	Pprof     bool
-	Log       *slog.Logger
+	Log       *slog.Logger // [discard]
+}
+
+func (c *Config) setDefaults() {
+	if c.Readiness == nil {
+		c.Readiness = NewReadiness()
+	}
+	if c.Gatherer == nil {
+		c.Gatherer = prometheus.NewRegistry()
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
 }
 
 // Server is the ops HTTP server, bound at New so a port in use fails at start.
@@ -82,15 +96,21 @@ type Server struct {
 
 // New binds the ops address.
 func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("ops: listen %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s := &Server{cfg: cfg, ln: ln}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
+		// Probes and scrapers keep connections alive; bounded, so that
+		// idle ones do not pile up (pprof's profile and trace take their
+		// own time on the write side, hence no WriteTimeout).
+		IdleTimeout:    30 * time.Second,
+		MaxHeaderBytes: 8 << 10,
+		ErrorLog:       slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
 }
@@ -126,30 +146,9 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// shutdownGrace bounds the wait for requests in flight at shutdown. The
-// endpoints answer at once, so it is short; a long one would only wait out
-// connections that never sent a request, which Shutdown counts as busy, and
-// hold SIGTERM up for nothing.
-const shutdownGrace = 200 * time.Millisecond
-
-// Run serves until ctx is cancelled, then shuts down gracefully.
+// Run serves until ctx is cancelled, then stops within httpserve.Grace.
 func (s *Server) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("ops: serve %s: %w", s.ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := s.srv.Shutdown(sctx); err != nil {
-		s.srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return httpserve.Run(ctx, s.srv, s.ln)
 }
 
 // Healthcheck asks a running daemon's /readyz; it is the container's health

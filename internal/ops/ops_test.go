@@ -123,3 +123,12 @@ func TestShutdownIgnoresSilentConnections(t *testing.T) {
 	}
 	testenv.StopsDespiteSilentConnection(t, s.Addr().String(), s.Run)
 }
+
+// The zero Config's optional fields take defaults: a nil Log used to panic.
+func TestNewDefaults(t *testing.T) {
+	s, err := New(Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.StopsDespiteSilentConnection(t, s.Addr().String(), s.Run)
+}

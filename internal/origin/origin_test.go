@@ -54,3 +54,27 @@ func BenchmarkChecker(b *testing.B) {
 		}
 	}
 }
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"https://desktop.example", true},
+		{"https://desktop.example/", true},
+		{"http://127.0.0.1:8080", true},
+		{"", true},
+		{"https://desktop.example/sound", false},
+		{"https://desktop.example:443", false},
+		{"http://desktop.example:80", false},
+		{"https://desktop.example?x=1", false},
+		{"https://user@desktop.example", false},
+		{"ftp://desktop.example", false},
+		{"desktop.example", false},
+	} {
+		err := Validate([]string{tc.origin})
+		if (err == nil) != tc.ok {
+			t.Errorf("Validate(%q) = %v, want ok=%v", tc.origin, err, tc.ok)
+		}
+	}
+}

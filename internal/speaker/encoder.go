@@ -2,6 +2,8 @@ package speaker
 
 import (
 	"context"
+	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +70,14 @@ type encoder struct {
 	// that may have changed.
 	demand func() int
 	nudge  <-chan struct{}
+	// wake, when set, runs before a start for a first listener.
+	wake func(ctx context.Context)
+	// stallAfter: a running encoder that has listeners and delivered
+	// nothing for this long (lastData) is stuck; stalled is told, and the
+	// encoder restarted.
+	stallAfter time.Duration
+	lastData   func() time.Time
+	stalled    func()
 	// started is called on every start of a child, restart tells whether it
 	// replaced one that died while listeners were connected.
 	started func(p *supervise.Process, restart bool)
@@ -78,13 +88,20 @@ type encoder struct {
 // and returns once the encoder is stopped.
 func (e *encoder) run(ctx context.Context) {
 	var (
-		cancel context.CancelFunc
-		done   chan struct{}
+		cancel  context.CancelFunc
+		done    chan struct{}
+		startAt time.Time
 	)
+	// The watchdog looks a few times per stall period, and only while an
+	// encoder runs: an idle relay has no timer firing.
+	watch := time.NewTicker(max(e.stallAfter/4, 10*time.Millisecond))
+	watch.Stop()
+	defer watch.Stop()
 	stop := func() {
 		if cancel == nil {
 			return
 		}
+		watch.Stop()
 		cancel()
 		<-done
 		cancel, done = nil, nil
@@ -108,6 +125,8 @@ func (e *encoder) run(ctx context.Context) {
 			_ = s.Run(sctx) // Run only returns once sctx is done
 		}()
 		cancel, done = c, d
+		startAt = time.Now()
+		watch.Reset(max(e.stallAfter/4, 10*time.Millisecond))
 	}
 
 	linger := time.NewTimer(0)
@@ -126,6 +145,9 @@ func (e *encoder) run(ctx context.Context) {
 					lingerC = nil
 				}
 				if cancel == nil {
+					if e.wake != nil {
+						e.wake(ctx)
+					}
 					start()
 				}
 			case cancel != nil && lingerC == nil:
@@ -137,6 +159,86 @@ func (e *encoder) run(ctx context.Context) {
 			if e.demand() == 0 {
 				stop()
 			}
+		case now := <-watch.C:
+			if cancel == nil || e.demand() == 0 {
+				continue
+			}
+			since := startAt
+			if t := e.lastData(); t.After(since) {
+				since = t
+			}
+			if now.Sub(since) > e.stallAfter {
+				e.stalled()
+				stop()
+				start()
+			}
 		}
 	}
+}
+
+// encoder wires the on-demand encoder to the relay: ffmpeg writes into out,
+// every fork is preceded by a packetizer reset, and starts count in the
+// metrics.
+func (r *Relay) encoder(out *os.File) *encoder {
+	e := &encoder{
+		linger:     r.cfg.Linger,
+		demand:     r.hub.len,
+		nudge:      r.nudge,
+		stallAfter: r.cfg.StallAfter,
+		lastData:   func() time.Time { return time.Unix(0, r.lastData.Load()) },
+		stalled: func() {
+			r.m.encoderStalls.Inc()
+			r.cfg.Log.Error("encoder stalled: no stream from ffmpeg with listeners connected, restarting it",
+				"stall_after", r.cfg.StallAfter, "listeners", r.hub.len())
+			r.setReady(func() { r.stalled = true })
+		},
+		sup: func() *supervise.Supervisor {
+			return &supervise.Supervisor{
+				Reaper: r.cfg.Reaper,
+				Spec: supervise.Spec{
+					Name:   "ffmpeg",
+					Path:   r.cfg.FFmpeg,
+					Args:   ffmpegArgs(),
+					Env:    ffmpegEnv(r.cfg.PulseServer, r.cfg.CookieFile),
+					Stdout: out,
+				},
+				Backoff: supervise.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second},
+				Grace:   r.cfg.Grace,
+				Log:     r.cfg.Log,
+				// The previous child is reaped and the new one not forked
+				// yet, so whatever the reader gets from now on is the new
+				// encoder's: OnStart would run after the fork, late enough
+				// for the new child's first bytes to be glued to the old
+				// one's partial packet.
+				BeforeStart: func(context.Context) error {
+					r.resetPacketizer.Store(true)
+					return nil
+				},
+			}
+		},
+		started: func(p *supervise.Process, restart bool) {
+			r.m.encoderStarts.Inc()
+			if restart {
+				r.m.encoderRestarts.Inc()
+			}
+			r.cfg.Log.Info("encoder started", "pid", p.Pid(), "restart", restart)
+		},
+		stopped: func() {
+			r.cfg.Log.Info("encoder stopped", "listeners", r.hub.len())
+			// Idle again: give back what the listeners' buffers and
+			// stacks took, which the scavenger would return only slowly.
+			debug.FreeOSMemory()
+		},
+	}
+	if r.cfg.Wake != nil {
+		e.wake = func(ctx context.Context) {
+			// Bounded: a first listener waits for this.
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if err := r.cfg.Wake(ctx); err != nil {
+				r.cfg.Log.Warn("waking the speaker before the encoder starts", "err", err)
+			}
+		}
+	}
+	return e
 }

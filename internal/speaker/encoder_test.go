@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
 // startReaper runs a Reaper for the test. Register it before the relay: the
@@ -35,6 +38,37 @@ func startReaper(t *testing.T) *supervise.Reaper {
 }
 
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+// encoderPid is the pid of the test process's running encoder child (the
+// fake one execs sleep), 0 if there is none.
+func encoderPid(t *testing.T) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < 0 {
+			continue
+		}
+		comm, fields := s[open+1:end], strings.Fields(s[end+1:])
+		if len(fields) < 2 || fields[0] == "Z" || (comm != "ffmpeg" && comm != "sleep") {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(fields[1]); ppid == os.Getpid() {
+			return pid
+		}
+	}
+	return 0
+}
 
 // fakeEncoder is an "ffmpeg" that ignores its arguments and idles, so the
 // on-demand logic is tested without PulseAudio.
@@ -58,23 +92,24 @@ func TestEncoderOnDemand(t *testing.T) {
 		Reaper: reaper,
 		// Long enough that leaving and rejoining surely fits inside it on
 		// a loaded machine.
-		Linger: linger,
-		Grace:  time.Second,
+		Linger:     linger,
+		Grace:      time.Second,
+		StallAfter: time.Hour, // the fake encoder writes nothing
 	})
-	if pid := r.encoderPid.Load(); pid != 0 {
+	if pid := encoderPid(t); pid != 0 {
 		t.Fatalf("encoder %d runs without a listener", pid)
 	}
 
 	conn := dial(t, r, nil)
-	waitFor(t, "the encoder to start", func() bool { return r.encoderPid.Load() != 0 })
-	first := int(r.encoderPid.Load())
+	waitFor(t, "the encoder to start", func() bool { return encoderPid(t) != 0 })
+	first := encoderPid(t)
 
 	// Leaving and coming back within the linger keeps the encoder.
 	conn.Close()
 	waitFor(t, "the listener to leave", func() bool { return r.hub.len() == 0 })
 	conn = dial(t, r, nil)
 	time.Sleep(linger + 2*time.Second) // well past the linger: a stop would have happened
-	if pid := int(r.encoderPid.Load()); pid != first || !alive(first) {
+	if pid := encoderPid(t); pid != first || !alive(first) {
 		t.Fatalf("encoder %d replaced by %d though a listener came back within the linger", first, pid)
 	}
 
@@ -83,10 +118,10 @@ func TestEncoderOnDemand(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a new encoder", func() bool {
-		pid := int(r.encoderPid.Load())
+		pid := encoderPid(t)
 		return pid != 0 && pid != first
 	})
-	second := int(r.encoderPid.Load())
+	second := encoderPid(t)
 	if r.hub.len() != 1 {
 		t.Fatalf("%d listeners after the encoder restart, want 1", r.hub.len())
 	}
@@ -99,7 +134,52 @@ func TestEncoderOnDemand(t *testing.T) {
 
 	// The last listener leaving stops it, for real, after the linger.
 	conn.Close()
-	waitFor(t, "the encoder to stop", func() bool { return r.encoderPid.Load() == 0 && !alive(second) })
+	waitFor(t, "the encoder to stop", func() bool { return encoderPid(t) == 0 && !alive(second) })
+}
+
+// An encoder that delivers nothing while someone listens (ffmpeg stuck on a
+// PulseAudio that does not answer) makes the relay not ready and is
+// restarted; once data flows again the relay is ready again.
+func TestEncoderStallRestartsAndUnreadies(t *testing.T) {
+	reaper := startReaper(t)
+	var ready atomic.Bool
+	cfg := Config{
+		Server:     wsserver.Config{Addr: "127.0.0.1:0"},
+		FIFO:       filepath.Join(t.TempDir(), "speaker"),
+		FFmpeg:     fakeEncoder(t),
+		Reaper:     reaper,
+		Grace:      time.Second,
+		StallAfter: 500 * time.Millisecond,
+		Log:        testLog(t),
+		Ready:      func(ok bool) { ready.Store(ok) },
+	}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "ready", ready.Load)
+
+	dial(t, r, nil)
+	waitFor(t, "the encoder to start", func() bool { return encoderPid(t) != 0 })
+	first := encoderPid(t)
+	waitFor(t, "not ready after the stall", func() bool { return !ready.Load() })
+	waitFor(t, "a restarted encoder", func() bool {
+		pid := encoderPid(t)
+		return pid != 0 && pid != first
+	})
+	if got := testutil.ToFloat64(r.m.encoderStalls); got < 1 {
+		t.Errorf("encoder_stalls_total %v, want at least 1", got)
+	}
+
+	// Data through the FIFO (what a recovered ffmpeg writes) clears it.
+	wctx, wcancel := context.WithCancel(context.Background())
+	wdone := writeTS(wctx, t, cfg.FIFO)
+	defer func() { wcancel(); <-wdone }()
+	waitFor(t, "ready once data flows", ready.Load)
 }
 
 func TestFFmpegCommand(t *testing.T) {
@@ -129,7 +209,7 @@ func TestFFmpegCommand(t *testing.T) {
 func TestEncoderResetsPacketizerBeforeEveryFork(t *testing.T) {
 	reaper := startReaper(t)
 	r, err := New(Config{
-		Addr:   "127.0.0.1:0",
+		Server: wsserver.Config{Addr: "127.0.0.1:0"},
 		FIFO:   filepath.Join(t.TempDir(), "speaker"),
 		FFmpeg: fakeEncoder(t),
 		Reaper: reaper,
@@ -139,7 +219,7 @@ func TestEncoderResetsPacketizerBeforeEveryFork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.ln.Close()
+	defer r.Close()
 	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,6 @@ type chunk struct {
 type hub struct {
 	queueBytes int           // per-listener bound; past it the queue is dropped
 	slowAfter  time.Duration // how long a listener may stay behind before it is closed
-	now        func() time.Time
 	m          *metrics
 	// changed is called, outside the hub's lock, after the number of
 	// listeners changed; the encoder control reads len() then.
@@ -42,6 +41,10 @@ type listener struct {
 	ready chan struct{}
 	// done is closed when the hub gave up on the listener (too slow).
 	done chan struct{}
+	// drop is called, outside the hub's lock, right after done is closed: it
+	// closes the connection, so a writer blocked on the listener's socket
+	// gives up too.
+	drop func()
 
 	mu     sync.Mutex
 	queue  []*chunk
@@ -55,9 +58,10 @@ type listener struct {
 }
 
 // join adds a listener. It receives chunks broadcast from now on, so its
-// first byte is a packet boundary.
-func (h *hub) join() *listener {
-	l := &listener{ready: make(chan struct{}, 1), done: make(chan struct{})}
+// first byte is a packet boundary. drop (optional) is called when the hub
+// gives up on it.
+func (h *hub) join(drop func()) *listener {
+	l := &listener{ready: make(chan struct{}, 1), done: make(chan struct{}), drop: drop}
 	h.mu.Lock()
 	h.listeners = append(h.listeners, l)
 	h.m.listeners.Inc()
@@ -95,8 +99,8 @@ func (h *hub) notify() {
 }
 
 // broadcast queues data, whole TS packets that the caller will not touch
-// again, for every listener.
-func (h *hub) broadcast(data []byte) error {
+// again, for every listener; now is when it was read.
+func (h *hub) broadcast(data []byte, now time.Time) error {
 	h.mu.Lock()
 	if len(h.listeners) == 0 {
 		h.mu.Unlock()
@@ -105,12 +109,11 @@ func (h *hub) broadcast(data []byte) error {
 	msg, err := websocket.NewPreparedMessage(websocket.BinaryMessage, data)
 	if err != nil {
 		h.mu.Unlock()
-		return fmt.Errorf("speaker: framing %d bytes: %w", len(data), err)
+		return fmt.Errorf("framing %d bytes: %w", len(data), err)
 	}
 	c := &chunk{data: data, msg: msg}
-	now := h.now()
 	kept := h.listeners[:0]
-	closed := 0
+	var dropped []*listener
 	for _, l := range h.listeners {
 		skipped, slow := l.push(c, h.queueBytes, h.slowAfter, now)
 		if skipped > 0 {
@@ -118,19 +121,24 @@ func (h *hub) broadcast(data []byte) error {
 		}
 		if slow {
 			close(l.done)
-			closed++
+			dropped = append(dropped, l)
 			continue
 		}
 		kept = append(kept, l)
 	}
 	clear(h.listeners[len(kept):])
 	h.listeners = kept
-	if closed > 0 {
-		h.m.slowClosed.Add(float64(closed))
-		h.m.listeners.Sub(float64(closed))
+	if len(dropped) > 0 {
+		h.m.slowClosed.Add(float64(len(dropped)))
+		h.m.listeners.Sub(float64(len(dropped)))
 	}
 	h.mu.Unlock()
-	if closed > 0 {
+	for _, l := range dropped {
+		if l.drop != nil {
+			l.drop()
+		}
+	}
+	if len(dropped) > 0 {
 		h.notify()
 	}
 	return nil

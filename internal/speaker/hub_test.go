@@ -37,7 +37,7 @@ func newTestHub(t testing.TB, queueBytes int, slowAfter time.Duration) (*hub, *m
 		t.Fatal(err)
 	}
 	clock := &fakeClock{t: time.Unix(1700000000, 0)}
-	return &hub{queueBytes: queueBytes, slowAfter: slowAfter, now: clock.now, m: m}, m, clock
+	return &hub{queueBytes: queueBytes, slowAfter: slowAfter, m: m}, m, clock
 }
 
 // drain takes everything queued for l.
@@ -50,7 +50,7 @@ func drain(l *listener) []byte {
 }
 
 func TestHubFanOut(t *testing.T) {
-	h, m, _ := newTestHub(t, 1<<20, time.Minute)
+	h, m, clock := newTestHub(t, 1<<20, time.Minute)
 	rng := rand.New(rand.NewPCG(1, 1))
 	const listeners, chunks = 5, 200
 	var (
@@ -59,7 +59,7 @@ func TestHubFanOut(t *testing.T) {
 		stop = make(chan struct{})
 	)
 	for i := range listeners {
-		l := h.join()
+		l := h.join(nil)
 		wg.Go(func() {
 			var batch []*chunk
 			for {
@@ -84,7 +84,7 @@ func TestHubFanOut(t *testing.T) {
 	for i := range chunks {
 		c := tsPackets(rng, i*3, 1+rng.IntN(3))
 		want = append(want, c...)
-		if err := h.broadcast(c); err != nil {
+		if err := h.broadcast(c, clock.now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,14 +104,14 @@ func TestHubSlowListener(t *testing.T) {
 	const bound = 10 * PacketSize
 	h, m, clock := newTestHub(t, bound, 5*time.Second)
 	rng := rand.New(rand.NewPCG(2, 2))
-	fast := h.join()
-	slow := h.join() // never reads
+	fast := h.join(nil)
+	slow := h.join(nil) // never reads
 
 	var want, got []byte
 	for i := range 200 {
 		c := tsPackets(rng, i*2, 2)
 		want = append(want, c...)
-		if err := h.broadcast(c); err != nil {
+		if err := h.broadcast(c, clock.now()); err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, drain(fast)...)
@@ -137,7 +137,7 @@ func TestHubSlowListener(t *testing.T) {
 
 	clock.advance(5 * time.Second)
 	for i := range 20 { // enough to overflow its queue again
-		if err := h.broadcast(tsPackets(rng, i, 2)); err != nil {
+		if err := h.broadcast(tsPackets(rng, i, 2), clock.now()); err != nil {
 			t.Fatal(err)
 		}
 		drain(fast)
@@ -167,20 +167,20 @@ func TestHubSlowListener(t *testing.T) {
 func TestHubListenerCatchesUp(t *testing.T) {
 	h, _, clock := newTestHub(t, 4*PacketSize, time.Second)
 	rng := rand.New(rand.NewPCG(3, 3))
-	l := h.join()
+	l := h.join(nil)
 	for i := range 10 { // falls behind
-		_ = h.broadcast(tsPackets(rng, i, 1))
+		_ = h.broadcast(tsPackets(rng, i, 1), clock.now())
 	}
 	drain(l) // a backlog: still behind
-	_ = h.broadcast(tsPackets(rng, 0, 1))
+	_ = h.broadcast(tsPackets(rng, 0, 1), clock.now())
 	drain(l) // one chunk, no drop: caught up
 	for i := range 100 {
 		clock.advance(100 * time.Millisecond)
-		_ = h.broadcast(tsPackets(rng, i, 1))
+		_ = h.broadcast(tsPackets(rng, i, 1), clock.now())
 		drain(l)
 	}
 	for i := range 10 { // behind again, but only just now
-		_ = h.broadcast(tsPackets(rng, i, 1))
+		_ = h.broadcast(tsPackets(rng, i, 1), clock.now())
 	}
 	select {
 	case <-l.done:
@@ -190,13 +190,13 @@ func TestHubListenerCatchesUp(t *testing.T) {
 }
 
 func TestHubJoinGetsOnlyNewChunks(t *testing.T) {
-	h, _, _ := newTestHub(t, 1<<20, time.Minute)
+	h, _, clock := newTestHub(t, 1<<20, time.Minute)
 	rng := rand.New(rand.NewPCG(4, 4))
-	early := h.join()
-	_ = h.broadcast(tsPackets(rng, 0, 3))
-	late := h.join()
+	early := h.join(nil)
+	_ = h.broadcast(tsPackets(rng, 0, 3), clock.now())
+	late := h.join(nil)
 	c := tsPackets(rng, 3, 2)
-	_ = h.broadcast(c)
+	_ = h.broadcast(c, clock.now())
 	if got := drain(late); !bytes.Equal(got, c) {
 		t.Fatalf("late listener got packets %v, want %v", numbers(got), numbers(c))
 	}
@@ -211,17 +211,17 @@ func TestHubJoinGetsOnlyNewChunks(t *testing.T) {
 func BenchmarkHubBroadcast(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("listeners=%d", n), func(b *testing.B) {
-			h, _, _ := newTestHub(b, 1<<20, time.Minute)
+			h, _, clock := newTestHub(b, 1<<20, time.Minute)
 			ls := make([]*listener, n)
 			batches := make([][]*chunk, n)
 			for i := range ls {
-				ls[i] = h.join()
+				ls[i] = h.join(nil)
 			}
 			data := tsPackets(rand.New(rand.NewPCG(5, 5)), 0, 3)
 			b.SetBytes(int64(len(data) * n))
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := h.broadcast(data); err != nil {
+				if err := h.broadcast(data, clock.now()); err != nil {
 					b.Fatal(err)
 				}
 				for i, l := range ls {

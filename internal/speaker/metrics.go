@@ -19,6 +19,7 @@ type metrics struct {
 	slowClosed      prometheus.Counter
 	encoderStarts   prometheus.Counter
 	encoderRestarts prometheus.Counter
+	encoderStalls   prometheus.Counter
 	resyncs         prometheus.Counter
 }
 
@@ -38,6 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		slowClosed:      counter("slow_listeners_closed_total", "Listeners closed because they stayed behind too long."),
 		encoderStarts:   counter("encoder_starts_total", "Encoder processes started."),
 		encoderRestarts: counter("encoder_restarts_total", "Encoder processes started again after dying while listeners were connected."),
+		encoderStalls:   counter("encoder_stalls_total", "Encoders restarted because no stream came from them for --encoder-stall with listeners connected."),
 		resyncs:         counter("resyncs_total", "Times the FIFO stream lost TS packet alignment."),
 	}
 	if reg == nil {
@@ -45,10 +47,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.listeners, m.bytesOut, m.packetsOut, m.packetsIn, m.skippedBytes,
-		m.slowClosed, m.encoderStarts, m.encoderRestarts, m.resyncs,
+		m.slowClosed, m.encoderStarts, m.encoderRestarts, m.encoderStalls, m.resyncs,
 	} {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("speaker: registering metrics: %w", err)
+			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
 	}
 	return m, nil

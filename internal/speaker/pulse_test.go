@@ -147,7 +147,7 @@ func TestPulseToWebsocket(t *testing.T) {
 
 	conn := dial(t, r, nil)
 	rec := record(conn)
-	waitFor(t, "the encoder to start", func() bool { return r.encoderPid.Load() != 0 })
+	waitFor(t, "the encoder to start", func() bool { return encoderPid(t) != 0 })
 	// The monitor streams silence while nothing plays: audio flowing means
 	// the encoder is up.
 	waitFor(t, "the first audio", func() bool { return rec.size() >= 20*PacketSize })
@@ -167,15 +167,15 @@ func TestPulseToWebsocket(t *testing.T) {
 
 	// Killed under a listener, the encoder comes back and audio resumes;
 	// the listener stays connected.
-	first := int(r.encoderPid.Load())
+	first := encoderPid(t)
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "a new encoder", func() bool {
-		pid := int(r.encoderPid.Load())
+		pid := encoderPid(t)
 		return pid != 0 && pid != first
 	})
-	second := int(r.encoderPid.Load())
+	second := encoderPid(t)
 	// The old encoder's last bytes may still be arriving; only a steady
 	// flow well after the restart is the new one's.
 	restarted := rec.size()
@@ -193,6 +193,6 @@ func TestPulseToWebsocket(t *testing.T) {
 	// The last listener leaving stops the encoder after the linger.
 	conn.Close()
 	<-rec.done
-	waitFor(t, "the encoder to stop", func() bool { return r.encoderPid.Load() == 0 && !alive(second) })
+	waitFor(t, "the encoder to stop", func() bool { return encoderPid(t) == 0 && !alive(second) })
 
 }

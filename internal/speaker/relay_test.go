@@ -23,6 +23,7 @@ import (
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
 // testLog sends the relay's log to the test's log.
@@ -41,8 +42,8 @@ func (w tWriter) Write(p []byte) (int, error) {
 // that it then shuts down cleanly and removes the FIFO it created.
 func startRelay(t *testing.T, cfg Config) *Relay {
 	t.Helper()
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:0"
+	if cfg.Server.Addr == "" {
+		cfg.Server.Addr = "127.0.0.1:0"
 	}
 	if cfg.FIFO == "" {
 		cfg.FIFO = filepath.Join(t.TempDir(), "speaker")
@@ -193,7 +194,7 @@ func TestRelayStreamsFIFO(t *testing.T) {
 }
 
 func TestRelayOrigin(t *testing.T) {
-	r := startRelay(t, Config{AllowedOrigins: []string{"https://desktop.test"}})
+	r := startRelay(t, Config{Server: wsserver.Config{AllowedOrigins: []string{"https://desktop.test"}}})
 	url := "ws://" + r.Addr().String() + "/"
 	_, resp, err := websocket.DefaultDialer.Dial(url, http.Header{"Origin": {"https://evil.test"}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
@@ -209,7 +210,7 @@ func TestRelayOrigin(t *testing.T) {
 
 func TestRelayPingPong(t *testing.T) {
 	// Many pings, each with ample time for its pong on a loaded machine.
-	r := startRelay(t, Config{PingInterval: 100 * time.Millisecond, PongWait: 2 * time.Second})
+	r := startRelay(t, Config{Server: wsserver.Config{PingInterval: 100 * time.Millisecond, PongWait: 2 * time.Second}})
 
 	// A client that reads answers pings (gorilla's default ping handler)
 	// and stays connected well past the pong wait.
@@ -246,7 +247,7 @@ func TestRelayPingPong(t *testing.T) {
 }
 
 func TestRelayShutdownClosesListeners(t *testing.T) {
-	cfg := Config{Addr: "127.0.0.1:0", FIFO: filepath.Join(t.TempDir(), "speaker"), Log: testLog(t)}
+	cfg := Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: filepath.Join(t.TempDir(), "speaker"), Log: testLog(t)}
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +280,7 @@ func TestRelayShutdownClosesListeners(t *testing.T) {
 }
 
 func TestRelayShutdownIgnoresSilentConnections(t *testing.T) {
-	cfg := Config{Addr: "127.0.0.1:0", FIFO: filepath.Join(t.TempDir(), "speaker"), Log: testLog(t)}
+	cfg := Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: filepath.Join(t.TempDir(), "speaker"), Log: testLog(t)}
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +295,7 @@ func TestRelayRemovesItsFIFOEvenIfItPreexisted(t *testing.T) {
 	if err := fifo.Make(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{Addr: "127.0.0.1:0", FIFO: path})
+	r, err := New(Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +314,7 @@ func TestRelayRefusesRegularFileAsFIFO(t *testing.T) {
 	if err := os.WriteFile(path, []byte("not a pipe"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{Addr: "127.0.0.1:0", FIFO: path})
+	r, err := New(Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +334,7 @@ func TestNewPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	_, err = New(Config{Addr: ln.Addr().String(), FIFO: filepath.Join(t.TempDir(), "speaker")})
+	_, err = New(Config{Server: wsserver.Config{Addr: ln.Addr().String()}, FIFO: filepath.Join(t.TempDir(), "speaker")})
 	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
 		t.Fatalf("New on a busy port: %v, want an error naming %s", err, ln.Addr())
 	}
@@ -346,11 +347,11 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		want string
 	}{
 		{"no addr", Config{FIFO: "/x"}, "listen address"},
-		{"no fifo", Config{Addr: "127.0.0.1:0"}, "FIFO"},
-		{"encoder without reaper", Config{Addr: "127.0.0.1:0", FIFO: "/x", FFmpeg: "/usr/bin/ffmpeg"}, "Reaper"},
-		{"pong before ping", Config{Addr: "127.0.0.1:0", FIFO: "/x", PingInterval: time.Second, PongWait: time.Second}, "pong wait"},
-		{"tiny queue", Config{Addr: "127.0.0.1:0", FIFO: "/x", QueueBytes: 100}, "queue bytes"},
-		{"negative linger", Config{Addr: "127.0.0.1:0", FIFO: "/x", Linger: -time.Second}, "linger"},
+		{"no fifo", Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}}, "FIFO"},
+		{"encoder without reaper", Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: "/x", FFmpeg: "/usr/bin/ffmpeg"}, "Reaper"},
+		{"pong before ping", Config{Server: wsserver.Config{Addr: "127.0.0.1:0", PingInterval: time.Second, PongWait: time.Second}, FIFO: "/x"}, "pong wait"},
+		{"negative max behind", Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: "/x", MaxBehind: -time.Second}, "max behind"},
+		{"negative linger", Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: "/x", Linger: -time.Second}, "linger"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)
@@ -368,9 +369,9 @@ func BenchmarkRelayFanOut(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("listeners=%d", n), func(b *testing.B) {
 			r, err := New(Config{
-				Addr:       "127.0.0.1:0",
-				FIFO:       filepath.Join(b.TempDir(), "speaker"),
-				QueueBytes: 256 << 20, // measure delivery, not skipping
+				Server:    wsserver.Config{Addr: "127.0.0.1:0"},
+				FIFO:      filepath.Join(b.TempDir(), "speaker"),
+				MaxBehind: time.Hour, // measure delivery, not skipping
 			})
 			if err != nil {
 				b.Fatal(err)
@@ -432,5 +433,83 @@ func BenchmarkRelayFanOut(b *testing.B) {
 				b.Fatalf("listeners received %d of %d bytes", got, want)
 			}
 		})
+	}
+}
+
+// A wakeup whose chunks an earlier take already got finds an empty queue;
+// it must not turn into an empty websocket message.
+func TestRelayNeverSendsEmptyMessages(t *testing.T) {
+	r := startRelay(t, Config{})
+	conn := dial(t, r, nil)
+	waitFor(t, "the listener to join", func() bool { return r.hub.len() == 1 })
+	r.hub.mu.Lock()
+	l := r.hub.listeners[0]
+	r.hub.mu.Unlock()
+	l.ready <- struct{}{}
+	_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, msg, err := conn.ReadMessage(); err == nil {
+		t.Fatalf("got a %d-byte message with nothing queued", len(msg))
+	}
+}
+
+func TestQueueBytesFollowsMaxBehind(t *testing.T) {
+	for _, tc := range []struct {
+		behind time.Duration
+		want   int
+	}{
+		{500 * time.Millisecond, 207_000/16 - 2*sendBuffer},
+		{time.Second, 207_000/8 - 2*sendBuffer},
+		{10 * time.Millisecond, 4 * PacketSize}, // less than the send buffer: a few packets
+	} {
+		if got := queueBytes(tc.behind); got != tc.want {
+			t.Errorf("queueBytes(%v) = %d, want %d", tc.behind, got, tc.want)
+		}
+	}
+}
+
+// A listener that stopped reading is dropped by the hub after
+// SlowCloseAfter, and its connection really goes: the writer blocked on the
+// full socket gives up, nothing of it is left running.
+func TestRelayDropsStalledListener(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := Config{
+		FIFO:           filepath.Join(t.TempDir(), "speaker"),
+		MaxBehind:      100 * time.Millisecond,
+		SlowCloseAfter: 500 * time.Millisecond,
+		Registerer:     reg,
+		Server:         wsserver.Config{PingInterval: time.Minute}, // no pong timeout in the way
+	}
+	r := startRelay(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := writeTS(ctx, t, r.cfg.FIFO)
+	defer func() { cancel(); <-done }()
+
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	conn, _, err := d.Dial("ws://"+r.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitFor(t, "the stalled listener to be dropped", func() bool { return testutil.ToFloat64(r.m.slowClosed) == 1 })
+	dropped := time.Now()
+	waitFor(t, "its connection to be closed", func() bool {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "pulse_sidecar_speaker_connections" {
+				return mf.GetMetric()[0].GetGauge().GetValue() == 0
+			}
+		}
+		return false
+	})
+	took := time.Since(dropped)
+	t.Logf("connection closed %v after the hub dropped the listener", took)
+	if took > 3*time.Second {
+		t.Errorf("connection closed %v after the drop, want about 1 s at most", took)
 	}
 }

@@ -1,0 +1,118 @@
+package speaker
+
+import (
+	"net/http"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
+)
+
+// Close codes a listener may see besides 1001 (server stopping).
+const (
+	// closeTooSlow: the listener stayed behind live audio for longer than
+	// SlowCloseAfter, skipping ahead did not help.
+	closeTooSlow = 4002
+)
+
+// admit takes any path (a proxy in front maps /sound to it); the request
+// carries nothing the MP2 stream needs.
+func (r *Relay) admit(*http.Request) (wsserver.Session, error) {
+	return (*listenerSession)(r), nil
+}
+
+// listenerSession serves one listener websocket.
+type listenerSession Relay
+
+// Serve writes the stream to one listener until it goes away, falls too far
+// behind, or the server stops; it returns once its reader has ended too.
+func (s *listenerSession) Serve(c *wsserver.Conn) {
+	r := (*Relay)(s)
+	log := r.cfg.Log.With("peer", c.Peer())
+	l := r.hub.join(func() { c.Close(closeTooSlow, "listener too slow") })
+	log.Debug("listener joined")
+	err := r.serve(c, l)
+	r.hub.leave(l)
+	log.Debug("listener left", "err", err)
+}
+
+func (r *Relay) serve(c *wsserver.Conn, l *listener) error {
+	readDone := make(chan error, 1)
+	go func() { readDone <- discard(c) }()
+	// The peer's close frame, or the close deadline, ends the reader; the
+	// writer stops at once.
+	defer func() { <-readDone }()
+	var batch []*chunk
+	for {
+		select {
+		case <-l.ready:
+			batch = l.take(batch)
+			if err := r.write(c, batch); err != nil {
+				c.Close(websocket.CloseGoingAway, "write failed")
+				return err
+			}
+		case <-c.Pings():
+			if err := c.Ping(); err != nil {
+				c.Close(websocket.CloseGoingAway, "ping failed")
+				return err
+			}
+		case err := <-readDone:
+			readDone <- err // for the deferred wait
+			return err
+		case <-c.Context().Done():
+			// Closed by the hub (too slow) or the server (stopping).
+			return c.Context().Err()
+		}
+	}
+}
+
+// write sends a batch of chunks. One chunk, the usual case for a listener
+// that keeps up, goes out as the shared prepared frame; a backlog of several
+// goes out as one message, so catching up costs one write, not one per
+// chunk. JSMpeg does not care where messages split, only that packets are
+// whole. An empty batch (a wakeup whose chunks an earlier take already got)
+// sends nothing: an empty message is no use to a decoder.
+func (r *Relay) write(c *wsserver.Conn, batch []*chunk) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	conn := c.WS()
+	if err := conn.SetWriteDeadline(c.WriteDeadline()); err != nil {
+		return err
+	}
+	n := 0
+	if len(batch) == 1 {
+		if err := conn.WritePreparedMessage(batch[0].msg); err != nil {
+			return err
+		}
+		n = len(batch[0].data)
+	} else {
+		w, err := conn.NextWriter(websocket.BinaryMessage)
+		if err != nil {
+			return err
+		}
+		for _, ch := range batch {
+			if _, err := w.Write(ch.data); err != nil {
+				return err
+			}
+			n += len(ch.data)
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+	}
+	r.m.bytesOut.Add(float64(n))
+	r.m.packetsOut.Add(float64(n / PacketSize))
+	return nil
+}
+
+// discard reads and drops whatever the listener sends: gorilla handles
+// pings, pongs and close frames only while someone reads, and the server's
+// pong handler pushes the read deadline out.
+func discard(c *wsserver.Conn) error {
+	for {
+		if _, _, err := c.WS().NextReader(); err != nil {
+			return err
+		}
+	}
+}
