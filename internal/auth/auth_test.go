@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,7 +81,7 @@ func must2[A, B any](a A, b B, err error) (A, B) {
 	return a, b
 }
 
-func pubPEM(t *testing.T, pub any) []byte {
+func pubPEM(t testing.TB, pub any) []byte {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
@@ -156,7 +157,7 @@ type kind struct {
 	fkey    any               // ...and its key
 }
 
-func kinds(t *testing.T) []kind {
+func kinds(t testing.TB) []kind {
 	k := getKeys()
 	return []kind{
 		{name: "RS256", method: jwt.SigningMethodRS256, key: k.rsa, other: k.rsa2, pub: pubPEM(t, &k.rsa.PublicKey), foreign: jwt.SigningMethodEdDSA, fkey: k.ed},
@@ -686,6 +687,13 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -701,4 +709,49 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// BenchmarkCheck measures one Check per key type, the cost the
+// authentication adds to each websocket open (the issue allows +0.5 ms).
+//
+//	go test -run '^$' -bench Check -benchmem ./internal/auth
+func BenchmarkCheck(b *testing.B) {
+	for _, k := range kinds(b) {
+		if k.name == "RS512" || k.name == "HS512" {
+			continue
+		}
+		b.Run(k.name, func(b *testing.B) {
+			dir := b.TempDir()
+			path := filepath.Join(dir, "key")
+			cfg := auth.Config{KeyFile: path, Leeway: auth.DefaultLeeway}
+			data := k.pub
+			if k.secret {
+				cfg = auth.Config{SecretFile: path, Leeway: auth.DefaultLeeway}
+				data = k.key.([]byte)
+			}
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			v, err := auth.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tok, err := jwt.NewWithClaims(k.method, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "userid": "alice"}).SignedString(k.key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := request(tok, "")
+			// CPU time per check besides wall time: on a shared, loaded
+			// machine the wall time mostly measures waiting for a core.
+			start := cpuTime()
+			n := 0
+			for b.Loop() {
+				if err := v.Check(r, "speaker"); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			b.ReportMetric(float64(cpuTime()-start)/float64(n), "cpu-ns/op")
+		})
+	}
 }
