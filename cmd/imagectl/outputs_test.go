@@ -14,7 +14,7 @@ import (
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian/debtest"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
 )
 
 // TestFailedLastOutputKeepsEarlierOutputs: outputs are all or nothing. A
@@ -154,7 +154,7 @@ func TestRevisionNoneLeavesTheLabelOut(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("build exited %d: %s", code, stderr)
 	}
-	img, err := oci.Load(lay)
+	img, err := source.Load(lay)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/imgdiff"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
 )
 
 type verifyFlags struct {
@@ -176,10 +176,11 @@ func runVerify(ctx context.Context, f verifyFlags, stdout, stderr io.Writer) err
 		results = append(results, r)
 	}
 	if f.against != "" {
-		img, err := oci.Open(ctx, f.against)
+		img, err := source.Open(ctx, f.against)
 		if err != nil {
 			return err
 		}
+		defer img.Close()
 		results = append(results, built{name: f.against, image: img})
 	}
 	same, err := compareBuilds(results[0], results[1], stdout)
@@ -220,7 +221,7 @@ func buildChild(ctx context.Context, exe string, args []string, e environment, d
 	if err != nil {
 		return built{}, fmt.Errorf("verify: %s build (%s): %w", e.name, e, err)
 	}
-	img, err := oci.Load(layout)
+	img, err := source.Load(layout)
 	if err != nil {
 		return built{}, fmt.Errorf("verify: %s build: %w", e.name, err)
 	}
