@@ -2,6 +2,11 @@ module github.com/pulse-sidecar/pulse-sidecar
 
 go 1.25.0
 
+// The Go release that compiles the daemon in `imagectl build` (GOTOOLCHAIN is
+// set to it for that compile, so the image digest does not depend on the
+// user's go). The go directive above stays the minimum that builds the module.
+toolchain go1.26.8
+
 require (
 	github.com/ProtonMail/go-crypto v1.5.2
 	github.com/google/go-containerregistry v0.20.7

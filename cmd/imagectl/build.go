@@ -24,6 +24,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/gobuild"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/sink"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/sbom"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
@@ -46,6 +47,7 @@ type buildFlags struct {
 	umask        string
 	extractOrder string
 	spillDir     string
+	goCache      string
 }
 
 // register binds the flags that say what to build and from what: shared by
@@ -113,6 +115,7 @@ func buildCommand(stdout, stderr io.Writer) *ffcli.Command {
 	fs.StringVar(&f.umask, "umask", "", "(for verify) set the process umask, octal, before building")
 	fs.StringVar(&f.extractOrder, "extract-order", "", "(for verify) extract packages in this order: lock, reverse or shuffle:SEED")
 	fs.StringVar(&f.spillDir, "spill-dir", "", "(for verify) keep extracted contents in this directory and leave them there (default: a temp dir, removed)")
+	fs.StringVar(&f.goCache, "gocache", "", "(for verify) compile the daemon with this Go build cache (default: the user's)")
 	return &ffcli.Command{
 		Name:       "build",
 		ShortUsage: "imagectl build [flags]",
@@ -398,13 +401,13 @@ func daemonBinary(ctx context.Context, f buildFlags, s *spec.Spec, arch string, 
 	if f.daemonBinary != "" {
 		return os.ReadFile(f.daemonBinary)
 	}
-	root, err := build.ModuleRoot(filepath.Dir(f.spec))
+	root, err := gobuild.ModuleRoot(filepath.Dir(f.spec))
 	if err != nil {
 		return nil, err
 	}
-	return build.Daemon{
+	return gobuild.Daemon{
 		ModuleRoot: root, Package: s.Daemon.Package, Arch: arch,
-		VersionVar: s.Daemon.VersionVar, Version: f.version, Stderr: stderr,
+		VersionVar: s.Daemon.VersionVar, Version: f.version, GoCache: f.goCache, Stderr: stderr,
 	}.Compile(ctx)
 }
 
