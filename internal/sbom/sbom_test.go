@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/package-url/packageurl-go"
 	spdxjson "github.com/spdx/tools-golang/json"
 	"github.com/spdx/tools-golang/spdx"
 	"github.com/spdx/tools-golang/spdxlib"
@@ -107,16 +108,23 @@ func TestGenerate(t *testing.T) {
 		licenses[p.PackageName] = p.PackageLicenseDeclared
 	}
 	wantPURL := map[string]string{
-		"libfoo1":                                "pkg:deb/debian/libfoo1@1%3A2.3-4%2Bdeb12u1?arch=amd64&distro=debian-12",
+		"libfoo1":                                "pkg:deb/debian/libfoo1@1:2.3-4%2Bdeb12u1?arch=amd64&distro=debian-12",
 		"bar-data":                               "pkg:deb/debian/bar-data@5.0?arch=all&distro=debian-12",
 		"github.com/oklog/run":                   "pkg:golang/github.com/oklog/run@v1.2.0",
 		"example.com/new":                        "pkg:golang/example.com/new@v0.2.0%2Bincompatible",
 		"github.com/pulse-sidecar/pulse-sidecar": "pkg:golang/github.com/pulse-sidecar/pulse-sidecar",
-		"pulse-sidecar":                          "pkg:oci/pulse-sidecar@sha256%3A" + sha("a"),
+		"pulse-sidecar":                          "pkg:oci/pulse-sidecar@sha256:" + sha("a"),
 	}
 	for name, want := range wantPURL {
 		if purls[name] != want {
 			t.Errorf("%s purl %q, want %q", name, purls[name], want)
+		}
+	}
+	// Each parses back to the version it was made from, epoch and "+" included.
+	for name, v := range map[string]string{"libfoo1": "1:2.3-4+deb12u1", "example.com/new": "v0.2.0+incompatible", "pulse-sidecar": "sha256:" + sha("a")} {
+		p, err := packageurl.FromString(purls[name])
+		if err != nil || p.Version != v {
+			t.Errorf("%s purl %q parses to version %q (%v), want %q", name, purls[name], p.Version, err, v)
 		}
 	}
 	wantLic := map[string]string{
