@@ -117,6 +117,16 @@ func TestRealImage(t *testing.T) {
 		if desc.Digest.String() != digest {
 			t.Errorf("%s serves %s, built %s", tag, desc.Digest, digest)
 		}
+		// The SBOM beside the layout went along as a referrer (the
+		// distribution registry through the tag fallback).
+		refs, err := remote.Referrers(tag.Context().Digest(digest), remote.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := refs.IndexManifest()
+		if err != nil || len(im.Manifests) != 1 {
+			t.Errorf("%s: referrers of %s: %v (%v), want the SBOM", host, digest, im, err)
+		}
 	}
 	code, stdout, stderr = runCmdCtx(ctx, t, "policy", strings.TrimPrefix(inProcess.URL, "http://")+"/pulse-sidecar@"+digest,
 		"--spec", repoSpec, "--lock", "../../image/debian.lock.json")

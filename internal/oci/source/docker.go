@@ -211,7 +211,10 @@ type dockerUncompressed struct {
 	open   blobOpener
 }
 
-var _ partial.UncompressedImageCore = (*dockerUncompressed)(nil)
+var (
+	_ partial.UncompressedImageCore = (*dockerUncompressed)(nil)
+	_ partial.UncompressedLayer     = (*dockerPlainLayer)(nil)
+)
 
 func (c *dockerUncompressed) RawConfigFile() ([]byte, error) { return c.config, nil }
 func (c *dockerUncompressed) MediaType() (types.MediaType, error) {
