@@ -253,6 +253,7 @@ func TestTamperedBlobOfTheSameSize(t *testing.T) {
 		if !isBlobError(err, target.Digest.String(), target.Digest.String()) || !strings.Contains(err.Error(), lay) {
 			t.Fatalf("tampered layout: %v", err)
 		}
+		t.Log(err)
 	})
 	t.Run("oci-archive", func(t *testing.T) {
 		_, ociFile, _ := outputs(t, img)
@@ -261,6 +262,7 @@ func TestTamperedBlobOfTheSameSize(t *testing.T) {
 		if !isBlobError(err, target.Digest.String(), target.Digest.String()) || !strings.Contains(err.Error(), ociFile) {
 			t.Fatalf("tampered OCI archive: %v", err)
 		}
+		t.Log(err)
 	})
 	t.Run("docker-archive", func(t *testing.T) {
 		_, _, dockerFile := outputs(t, img)
@@ -270,6 +272,7 @@ func TestTamperedBlobOfTheSameSize(t *testing.T) {
 		if !isBlobError(err, file, target.Digest.String()) {
 			t.Fatalf("tampered docker archive: %v", err)
 		}
+		t.Log(err)
 	})
 	t.Run("registry", func(t *testing.T) {
 		store := t.TempDir()
@@ -282,19 +285,17 @@ func TestTamperedBlobOfTheSameSize(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(store, "sha256", target.Digest.Hex), evil, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		tmp := t.TempDir()
+		t.Setenv("TMPDIR", tmp) // where the pull spools
 		_, err = Open(context.Background(), ref.String())
 		if err == nil || !strings.Contains(err.Error(), target.Digest.String()) || !strings.Contains(err.Error(), ref.String()) {
 			t.Fatalf("tampered registry blob: %v", err)
 		}
-		if ents, _ := filepath.Glob(filepath.Join(os.TempDir(), "imagectl-pull-*")); len(ents) > 0 {
-			t.Logf("note: pull spools present (maybe other tests): %v", ents)
+		t.Log(err)
+		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+			t.Errorf("a refused pull left %v", ents)
 		}
 	})
-	// The tampered layer is a good gzip of a good tar: only its digest
-	// tells it apart, which is the point.
-	if got := ocitest.Tar(t, "usr/bin/b", "evil"); len(got) == 0 {
-		t.Fatal("unreachable")
-	}
 }
 
 // TestLoadChecksEveryBlob: a flipped byte in a layer or the config, or a
