@@ -16,10 +16,11 @@ import (
 // fromRegistry pulls every blob of ref into a temp directory, each read to
 // its end and checked, and serves the image from there. The registry is
 // asked once per blob: what is checked is what is used.
-func fromRegistry(ref name.Reference, opts []remote.Option) (_ *Image, err error) {
+func fromRegistry(src string, ref name.Reference, opts []remote.Option) (_ *Image, err error) {
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return nil, err
+		// Perhaps a mistyped path: say both.
+		return nil, fmt.Errorf("%s: no such file or directory; as a registry reference: %w", src, err)
 	}
 	if desc.MediaType.IsIndex() {
 		return nil, fmt.Errorf("%s is an image index (%s); name one platform's manifest by digest", ref, desc.Digest)

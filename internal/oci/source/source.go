@@ -59,11 +59,7 @@ func Open(ctx context.Context, src string, opts ...remote.Option) (*Image, error
 		return nil, fmt.Errorf("%s: no such file or directory, and not an image reference: %w", src, err)
 	}
 	opts = append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}, opts...)
-	img, err := fromRegistry(ref, opts)
-	if err != nil {
-		return nil, fmt.Errorf("%s: no such file or directory; as a registry reference: %w", src, err)
-	}
-	return img, nil
+	return fromRegistry(src, ref, opts)
 }
 
 // Load opens an image from an OCI layout directory, an OCI archive or a
