@@ -2,6 +2,11 @@ module github.com/pulse-sidecar/pulse-sidecar
 
 go 1.25.0
 
+// The Go release that compiles the daemon in `imagectl build` (GOTOOLCHAIN is
+// set to it for that compile, so the image digest does not depend on the
+// user's go). The go directive above stays the minimum that builds the module.
+toolchain go1.26.8
+
 require (
 	github.com/ProtonMail/go-crypto v1.5.2
 	github.com/golang-jwt/jwt/v5 v5.3.1
@@ -9,6 +14,7 @@ require (
 	github.com/gorilla/websocket v1.5.3
 	github.com/klauspost/compress v1.20.3
 	github.com/oklog/run v1.2.0
+	github.com/package-url/packageurl-go v0.1.7
 	github.com/peterbourgon/ff/v3 v3.4.0
 	github.com/prometheus/client_golang v1.23.2
 	github.com/spdx/tools-golang v0.5.7
@@ -26,6 +32,7 @@ require (
 	github.com/docker/cli v29.0.3+incompatible // indirect
 	github.com/docker/distribution v2.8.3+incompatible // indirect
 	github.com/docker/docker-credential-helpers v0.9.3 // indirect
+	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/kr/text v0.2.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect

@@ -280,19 +280,6 @@ func mustRead(t *testing.T, p string) []byte {
 	return b
 }
 
-func TestModuleRoot(t *testing.T) {
-	root, err := ModuleRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ModuleRoot(t.TempDir()); err == nil {
-		t.Fatal("found a module root in an empty temp dir")
-	}
-}
-
 // TestDebNotMatchingTheLockFails stands in for a cache or --debs file that
 // was swapped or edited after it was checked: a valid .deb of another
 // content under the pinned name must not be built into the image.
