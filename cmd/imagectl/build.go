@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,13 +27,14 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/gobuild"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/sink"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/sbom"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
 
 type buildFlags struct {
-	spec, lock, arch                string
+	spec, lock, arch, platform      string
 	out, ociArchive, dockerArchive  string
 	sbom                            string
 	tag                             string
@@ -56,7 +58,8 @@ type buildFlags struct {
 func (f *buildFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.spec, "spec", "image/spec.json", "image spec")
 	fs.StringVar(&f.lock, "lock", "image/debian.lock.json", "Debian lock")
-	fs.StringVar(&f.arch, "arch", "", "Debian architecture to build (default: the spec's first)")
+	fs.StringVar(&f.arch, "arch", "", "build this Debian architecture's image alone (amd64, arm64), not the index of all the spec's")
+	fs.StringVar(&f.platform, "platform", "", "build this platform's image alone (linux/amd64, linux/arm64), not the index of all the spec's")
 	fs.StringVar(&f.tag, "tag", "", "image name in the outputs (default pulse-sidecar:<version>)")
 	fs.StringVar(&f.daemonBinary, "daemon-binary", "", "use this pulse-sidecar binary instead of compiling it")
 	fs.StringVar(&f.debs, "debs", "", "take .deb files from this directory (named by sha256 or pool basename); no network")
@@ -88,12 +91,19 @@ func (f buildFlags) args() ([]string, error) {
 		out = append(out, "--"+name+"="+v)
 		return nil
 	}
+	daemons, err := absDaemonBinaries(f.daemonBinary)
+	if err != nil {
+		return nil, err
+	}
+	if err := add("daemon-binary", daemons, false); err != nil {
+		return nil, err
+	}
 	for _, a := range []struct {
 		name, v string
 		path    bool
 	}{
 		{"spec", f.spec, true}, {"lock", f.lock, true}, {"arch", f.arch, false}, {"tag", f.tag, false},
-		{"daemon-binary", f.daemonBinary, true}, {"debs", f.debs, true},
+		{"platform", f.platform, false}, {"debs", f.debs, true},
 		{"mirror", f.mirror, false}, {"security-mirror", f.securityMirror, false}, {"snapshot-mirror", f.snapMir, false},
 		{"cache", f.cache, true}, {"parallel", strconv.Itoa(f.parallel), false},
 		{"version", f.version, false}, {"revision", f.revision, false}, {"source-date-epoch", f.sourceDateEpoch, false},
@@ -109,10 +119,10 @@ func buildCommand(stdout, stderr io.Writer) *ffcli.Command {
 	var f buildFlags
 	fs := flag.NewFlagSet("imagectl build", flag.ContinueOnError)
 	f.register(fs)
-	fs.StringVar(&f.out, "out", "", "write an OCI image layout to this directory (index.json lists the image alone)")
+	fs.StringVar(&f.out, "out", "", "write an OCI image layout to this directory (index.json lists the image index, or the one image, alone)")
 	fs.StringVar(&f.ociArchive, "oci-archive", "", "write an OCI archive (tar of a layout) to this file")
-	fs.StringVar(&f.dockerArchive, "docker-archive", "", "write a docker archive (docker save format) to this file")
-	fs.StringVar(&f.sbom, "sbom", "", "also write the SPDX 2.3 JSON SBOM here (it is always written beside each output, <output>.spdx.json)")
+	fs.StringVar(&f.dockerArchive, "docker-archive", "", "write a docker archive (docker save format: one image) of this machine's platform, or of --platform's, to this file")
+	fs.StringVar(&f.sbom, "sbom", "", "also write the SPDX 2.3 JSON SBOM here (it is always written beside each output: <output>.spdx.json, or <output>.<os>-<arch>[-<variant>].spdx.json per platform of an index)")
 	fs.StringVar(&f.umask, "umask", "", "(for verify) set the process umask, octal, before building")
 	fs.StringVar(&f.extractOrder, "extract-order", "", "(for verify) extract packages in this order: lock, reverse or shuffle:SEED")
 	fs.StringVar(&f.spillDir, "spill-dir", "", "(for verify) keep extracted contents in this directory and leave them there (default: a temp dir, removed)")
@@ -120,13 +130,22 @@ func buildCommand(stdout, stderr io.Writer) *ffcli.Command {
 	return &ffcli.Command{
 		Name:       "build",
 		ShortUsage: "imagectl build [flags]",
-		ShortHelp:  "build the image from the spec and the lock; prints the manifest digest last",
+		ShortHelp:  "build the image index (one image per platform) from the spec and the lock; prints its digest last",
 		LongHelp: "Flags may also be given as IMAGECTL_<FLAG> environment variables\n" +
 			"(IMAGECTL_MIRROR, IMAGECTL_CACHE, ...).\n\n" +
-			"The SBOM is written beside each output as <output>.spdx.json. The\n" +
-			"outputs hold the image alone, so skopeo, podman and crane read them\n" +
-			"without naming it; `imagectl push` attaches the SBOM beside its SRC to\n" +
-			"the image in the registry as an OCI 1.1 referrer.",
+			"Without --platform or --arch every architecture of the spec is built\n" +
+			"and the outputs hold an OCI image index with one image per platform;\n" +
+			"the last stdout line is the index digest, each platform's manifest\n" +
+			"digest is printed before it. With --platform (or --arch) one platform's\n" +
+			"image is built alone and its manifest digest is the last line: the same\n" +
+			"digest as that platform's entry in the index.\n\n" +
+			"Each platform's SBOM is written beside each output as\n" +
+			"<output>.<os>-<arch>[-<variant>].spdx.json (<output>.spdx.json for one\n" +
+			"image, and for the docker archive, which holds one platform). The\n" +
+			"outputs hold the index (or the image) alone, so skopeo, podman and\n" +
+			"crane read them without naming it; `imagectl push` attaches each SBOM\n" +
+			"beside its SRC to that platform's image in the registry as an OCI 1.1\n" +
+			"referrer.",
 		FlagSet: fs,
 		Options: []ff.Option{ff.WithEnvVarPrefix("IMAGECTL")},
 		Exec: func(ctx context.Context, args []string) error {
@@ -161,9 +180,13 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	if err := lock.CheckSpec(s); err != nil {
 		return fmt.Errorf("%s: %w", f.lock, err)
 	}
-	arch := f.arch
-	if arch == "" {
-		arch = s.Architectures[0]
+	archs, single, err := buildArchs(f, s.Architectures)
+	if err != nil {
+		return err
+	}
+	daemons, err := daemonBinaries(f.daemonBinary, archs)
+	if err != nil {
+		return err
 	}
 	created, err := sourceDateEpoch(f.sourceDateEpoch, lock)
 	if err != nil {
@@ -174,10 +197,15 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 		tag = s.Name + ":" + f.version
 	}
 	// Checked before the build, which takes minutes: a docker archive
-	// needs a valid image name, and finding out at the end wastes the build.
+	// needs a valid image name and a platform the build makes, and
+	// finding out at the end wastes the build.
+	dockerArch := ""
 	if f.dockerArchive != "" {
 		if _, err := name.NewTag(tag); err != nil {
 			return usagef("--tag %q (default <spec name>:<version>) is not a valid image name for --docker-archive: %v", tag, err)
+		}
+		if dockerArch, err = dockerArchFor(f, archs); err != nil {
+			return err
 		}
 	}
 	switch f.revision {
@@ -186,22 +214,120 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	case noRevision:
 		f.revision = ""
 	}
-	debs, err := fetchDebs(ctx, f, lock, arch, stderr)
-	if err != nil {
-		return err
-	}
-	daemon, err := daemonBinary(ctx, f, s, arch, stderr)
-	if err != nil {
-		return err
-	}
 	spill := f.spillDir
 	if spill == "" {
 		if spill, err = os.MkdirTemp("", "imagectl-build-*"); err != nil {
 			return err
 		}
 		defer os.RemoveAll(spill)
-	} else if err := os.MkdirAll(spill, 0o700); err != nil {
+	}
+	var built []platformBuild
+	for _, arch := range archs {
+		b, err := buildPlatform(ctx, f, s, lock, arch, daemons[arch], created, filepath.Join(spill, arch), order, stderr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", platformName(debianPlatforms[arch]), err)
+		}
+		built = append(built, b)
+	}
+	var out sink.Artifact = built[0].image
+	if !single {
+		imgs := make([]v1.Image, len(built))
+		for i, b := range built {
+			imgs[i] = b.image
+		}
+		idx, err := oci.AssembleIndex(imgs)
+		if err != nil {
+			return err
+		}
+		out = idx
+		for _, b := range built {
+			fmt.Fprintf(stdout, "%s %s\n", platformName(b.platform), b.digest)
+		}
+	}
+	if err := writeOutputs(f, out, built, single, dockerArch, tag); err != nil {
 		return err
+	}
+	d, err := out.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, d)
+	return nil
+}
+
+// buildArchs: --arch or --platform names one architecture, built as a
+// single image; neither builds every architecture of the spec into an index.
+func buildArchs(f buildFlags, specArchs []string) (archs []string, single bool, err error) {
+	switch {
+	case f.arch != "" && f.platform != "":
+		return nil, false, usagef("--arch and --platform both name the platform to build: give one")
+	case f.platform != "":
+		a, err := debianArch(f.platform)
+		if err != nil {
+			return nil, false, err
+		}
+		return []string{a}, true, nil
+	case f.arch != "":
+		if _, ok := debianPlatforms[f.arch]; !ok {
+			return nil, false, usagef("--arch %q: not an architecture imagectl builds (amd64, arm64, armhf)", f.arch)
+		}
+		return []string{f.arch}, true, nil
+	}
+	for _, a := range specArchs {
+		if _, ok := debianPlatforms[a]; !ok {
+			return nil, false, fmt.Errorf("%s: architecture %q: not one imagectl builds (amd64, arm64, armhf)", f.spec, a)
+		}
+	}
+	return specArchs, false, nil
+}
+
+// dockerArchFor is the architecture --docker-archive holds: the one built,
+// or of an index the host's (what `docker load` of an index would pick).
+func dockerArchFor(f buildFlags, archs []string) (string, error) {
+	if len(archs) == 1 {
+		return archs[0], nil
+	}
+	host, err := debianArch(hostPlatform())
+	if err == nil {
+		for _, a := range archs {
+			if a == host {
+				return a, nil
+			}
+		}
+	}
+	return "", usagef("--docker-archive holds one platform, and this machine's (%s) is not among those built (%s): add --platform", hostPlatform(), strings.Join(archs, ", "))
+}
+
+// platformBuild is one platform's image and its SBOM.
+type platformBuild struct {
+	arch     string
+	platform v1.Platform
+	image    v1.Image
+	digest   v1.Hash
+	sbom     []byte
+}
+
+// buildPlatform builds one architecture's image from its packages and a
+// daemon compiled for it: internal/build knows one architecture at a time.
+func buildPlatform(ctx context.Context, f buildFlags, s *spec.Spec, lock *debian.Lock, arch, daemonFile string, created time.Time, spill string, order build.ExtractOrder, stderr io.Writer) (platformBuild, error) {
+	if len(lock.PackagesFor(arch)) == 0 {
+		return platformBuild{}, fmt.Errorf("%s holds no packages for %s: run `imagectl lock` (the spec's architectures are %s)", f.lock, arch, strings.Join(s.Architectures, ", "))
+	}
+	debs, err := fetchDebs(ctx, f, lock, arch, stderr)
+	if err != nil {
+		return platformBuild{}, err
+	}
+	var daemon []byte
+	if daemonFile != "" {
+		daemon, err = os.ReadFile(daemonFile)
+	} else {
+		daemon, err = compileDaemon(ctx, f, s, arch, stderr)
+	}
+	if err != nil {
+		return platformBuild{}, err
+	}
+	if err := os.MkdirAll(spill, 0o700); err != nil {
+		return platformBuild{}, err
 	}
 	res, err := build.Build(build.Inputs{
 		Spec: s, Lock: lock, Arch: arch, Debs: debs, Daemon: daemon,
@@ -209,12 +335,15 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 		SpillDir: spill, Log: stderr, Order: order,
 	})
 	if err != nil {
-		return err
+		return platformBuild{}, err
 	}
-	img := res.Image
-	desc, err := partial.Descriptor(img)
+	desc, err := partial.Descriptor(res.Image)
 	if err != nil {
-		return err
+		return platformBuild{}, err
+	}
+	p, err := oci.Platform(res.Image)
+	if err != nil {
+		return platformBuild{}, err
 	}
 	doc, err := sbom.Generate(sbom.Input{
 		Name: s.Name, Image: desc.Digest, Created: created, Distro: lock.Distribution,
@@ -222,20 +351,16 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 		Daemon: daemonBuildInfo(daemon, stderr),
 	})
 	if err != nil {
-		return err
+		return platformBuild{}, err
 	}
-	if err := writeOutputs(f, img, tag, doc); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, desc.Digest)
-	return nil
+	return platformBuild{arch: arch, platform: p, image: res.Image, digest: desc.Digest, sbom: doc}, nil
 }
 
 // writeOutputs stages every output beside its destination and puts them in
 // place only once all were written, so a failure (a full disk at the last
 // archive) leaves every previous output as it was instead of a mix of this
 // build's and the last one's.
-func writeOutputs(f buildFlags, img v1.Image, tag string, doc []byte) (err error) {
+func writeOutputs(f buildFlags, out sink.Artifact, built []platformBuild, single bool, dockerArch, tag string) (err error) {
 	var staged []*sink.Staged
 	defer func() {
 		if err != nil {
@@ -251,27 +376,31 @@ func writeOutputs(f buildFlags, img v1.Image, tag string, doc []byte) (err error
 		return err
 	}
 	if f.out != "" {
-		if err := stage(sink.StageLayout(f.out, img, tag)); err != nil {
+		if err := stage(sink.StageLayout(f.out, out, tag)); err != nil {
 			return err
 		}
 	}
 	if f.ociArchive != "" {
-		if err := stage(sink.StageOCIArchive(f.ociArchive, img, tag)); err != nil {
+		if err := stage(sink.StageOCIArchive(f.ociArchive, out, tag)); err != nil {
+			return err
+		}
+	}
+	for _, file := range sbomPaths(f, built, single, dockerArch) {
+		doc := file.doc
+		if err := stage(sink.StageFile(file.path, 0o644, func(w io.Writer) error {
+			_, err := w.Write(doc)
+			return err
+		})); err != nil {
 			return err
 		}
 	}
 	if f.dockerArchive != "" {
-		if err := stage(sink.StageDockerArchive(f.dockerArchive, img, tag)); err != nil {
-			return err
-		}
-	}
-	write := func(w io.Writer) error {
-		_, err := w.Write(doc)
-		return err
-	}
-	for _, file := range sbomPaths(f) {
-		if err := stage(sink.StageFile(file, 0o644, write)); err != nil {
-			return err
+		for _, b := range built {
+			if b.arch == dockerArch {
+				if err := stage(sink.StageDockerArchive(f.dockerArchive, b.image, tag)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	for len(staged) > 0 {
@@ -284,24 +413,43 @@ func writeOutputs(f buildFlags, img v1.Image, tag string, doc []byte) (err error
 	return nil
 }
 
-// sbomPaths: beside each output, where push and the reader of an archive
-// look for it, and --sbom.
-func sbomPaths(f buildFlags) []string {
-	var out []string
+type sbomOut struct {
+	path string
+	doc  []byte
+}
+
+// sbomPaths: each platform's SBOM beside each output, where push and the
+// reader of an archive look for it, and at --sbom.
+func sbomPaths(f buildFlags, built []platformBuild, single bool, dockerArch string) []sbomOut {
+	var out []sbomOut
 	seen := map[string]bool{}
-	add := func(p string) {
-		if p = filepath.Clean(p); !seen[p] {
+	add := func(p string, doc []byte) {
+		if !seen[p] {
 			seen[p] = true
-			out = append(out, p)
+			out = append(out, sbomOut{p, doc})
 		}
 	}
-	for _, o := range []string{f.out, f.ociArchive, f.dockerArchive} {
-		if o != "" {
-			add(o + ".spdx.json")
+	for _, o := range []string{f.out, f.ociArchive, f.sbom} {
+		if o == "" {
+			continue
+		}
+		for _, b := range built {
+			switch {
+			case single && o == f.sbom:
+				add(filepath.Clean(o), b.sbom) // exactly where --sbom says
+			case single:
+				add(sbomFile(o, nil), b.sbom)
+			default:
+				add(sbomFile(o, &b.platform), b.sbom)
+			}
 		}
 	}
-	if f.sbom != "" {
-		add(f.sbom)
+	if f.dockerArchive != "" {
+		for _, b := range built {
+			if b.arch == dockerArch {
+				add(sbomFile(f.dockerArchive, nil), b.sbom)
+			}
+		}
 	}
 	return out
 }
@@ -391,10 +539,7 @@ func mirrorsFor(f buildFlags) (fetch.Mirrors, error) {
 	return m, nil
 }
 
-func daemonBinary(ctx context.Context, f buildFlags, s *spec.Spec, arch string, stderr io.Writer) ([]byte, error) {
-	if f.daemonBinary != "" {
-		return os.ReadFile(f.daemonBinary)
-	}
+func compileDaemon(ctx context.Context, f buildFlags, s *spec.Spec, arch string, stderr io.Writer) ([]byte, error) {
 	root, err := gobuild.ModuleRoot(filepath.Dir(f.spec))
 	if err != nil {
 		return nil, err

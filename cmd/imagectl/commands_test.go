@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/ocitest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/sbom"
 )
 
 // Environment of the test binary re-executed as imagectl (verify runs its
@@ -113,28 +115,36 @@ func TestVerifyAgreesAndKeepsTheSBOM(t *testing.T) {
 	if lastLine(stdout) != lastLine(plain) {
 		t.Fatalf("verify printed %q, build %q", lastLine(stdout), lastLine(plain))
 	}
-	img, err := source.Load(kept)
+	a, err := source.LoadAny(kept)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d, _ := img.Digest(); d.String() != lastLine(stdout) {
-		t.Fatalf("kept layout holds %s", d)
+	if d, _ := a.Digest(); d.String() != lastLine(stdout) || a.Index == nil || len(a.Platforms) != 2 {
+		t.Fatalf("kept layout holds %s (%d platforms), want the index verify printed", d, len(a.Platforms))
 	}
-	f, err := os.Open(kept + ".spdx.json")
-	if err != nil {
-		t.Fatal(err)
+	// One SBOM per platform, each describing that platform's image.
+	for _, p := range a.Platforms {
+		file := kept + "." + strings.ReplaceAll(p.Name(), "/", "-") + ".spdx.json"
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := spdxjson.Read(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("SBOM does not parse: %v", err)
+		}
+		// The image itself plus every locked package of its
+		// architecture; the fake daemon has no Go build info, hence no
+		// modules.
+		if got, want := len(doc.Packages), 1+2; got != want {
+			t.Fatalf("%s: SBOM has %d packages, want %d", file, got, want)
+		}
+		about, err := sbom.Describes(b)
+		if d, _ := p.Image.Digest(); err != nil || about != d {
+			t.Fatalf("%s describes %s (%v), the %s image is %s", file, about, err, p.Name(), d)
+		}
 	}
-	defer f.Close()
-	doc, err := spdxjson.Read(f)
-	if err != nil {
-		t.Fatalf("SBOM does not parse: %v", err)
-	}
-	// The image itself plus every locked package; the fake daemon has no
-	// Go build info, hence no modules.
-	if got, want := len(doc.Packages), 1+2; got != want {
-		t.Fatalf("SBOM has %d packages, want %d", got, want)
-	}
-	// The layout holds the image alone, so every tool reads it unnamed.
+	// The layout holds the index alone, so every tool reads it unnamed.
 	var index struct {
 		Manifests []struct{ Digest string }
 	}
@@ -368,7 +378,8 @@ esac
 	t.Setenv("GOTOOLCHAIN", "auto")
 	t.Setenv("GOCACHE", "/users/cache")
 
-	code, stdout, stderr := runCmd(t, "verify", "--spec", specPath, "--lock", lockPath, "--debs", debs, "--version", "1.0.0")
+	// One platform: two compiles, one per build, to compare.
+	code, stdout, stderr := runCmd(t, "verify", "--spec", specPath, "--lock", lockPath, "--debs", debs, "--version", "1.0.0", "--platform", "linux/amd64")
 	if code != 0 {
 		t.Fatalf("verify exited %d:\n%s\n%s", code, stdout, stderr)
 	}
@@ -419,11 +430,12 @@ func TestTamperedLayerIsRefusedByEveryCommand(t *testing.T) {
 			t.Fatal(stderr)
 		}
 	}
-	img, err := source.Load(bad)
+	a, err := source.LoadAny(bad)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := img.Manifest()
+	// The arm64 image's layer: every platform of an index is checked.
+	m, err := a.Platforms[1].Image.Manifest()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +464,7 @@ func TestTamperedLayerIsRefusedByEveryCommand(t *testing.T) {
 		}
 	}
 	// Nothing reached the registry: push checks every blob before it sends one.
-	for _, d := range []string{"manifests/" + digestOf(t, img), "blobs/" + layer.String()} {
+	for _, d := range []string{"manifests/" + digestOf(t, a), "manifests/" + digestOf(t, a.Platforms[0].Image), "blobs/" + layer.String()} {
 		resp, err := http.Head(srv.URL + "/v2/tampered/" + d)
 		if err != nil {
 			t.Fatal(err)

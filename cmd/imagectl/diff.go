@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -25,7 +27,10 @@ func diffCommand(stdout io.Writer) *ffcli.Command {
 		ShortUsage: "imagectl diff [flags] A B",
 		ShortHelp:  "compare two images: config fields, then files by path; exit 0 identical, 1 different",
 		LongHelp: "A and B are OCI layout directories, OCI or docker archives, or registry\n" +
-			"references (credentials from the docker/podman configuration).",
+			"references (credentials from the docker/podman configuration). Image\n" +
+			"indexes are compared platform by platform, each report under its\n" +
+			"platform's name; a platform only one side has is a difference. One\n" +
+			"image against an index is compared with the index's image of its platform.",
 		FlagSet: fs,
 		Exec: func(ctx context.Context, args []string) error {
 			args, err := interspersed(fs, args)
@@ -38,17 +43,24 @@ func diffCommand(stdout io.Writer) *ffcli.Command {
 			if format != "text" && format != "json" {
 				return usagef("--format %q: want text or json", format)
 			}
-			a, err := source.Open(ctx, args[0])
+			a, err := source.OpenAny(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer a.Close()
-			b, err := source.Open(ctx, args[1])
+			b, err := source.OpenAny(ctx, args[1])
 			if err != nil {
 				return err
 			}
 			defer b.Close()
-			code, err := imgdiff.Run(a, b, opts, format, stdout)
+			if a.Index == nil && b.Index == nil {
+				code, err := imgdiff.Run(a.Platforms[0].Image, b.Platforms[0].Image, opts, format, stdout)
+				if err != nil {
+					return err
+				}
+				return exitWith(code)
+			}
+			code, err := diffPlatforms(args[0], args[1], a, b, opts, format, stdout)
 			if err != nil {
 				return err
 			}
@@ -73,4 +85,33 @@ func interspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		args = args[1:]
 	}
 	return pos, nil
+}
+
+// diffPlatforms compares two sources of which at least one is an index.
+func diffPlatforms(nameA, nameB string, a, b *source.Artifact, opts imgdiff.Options, format string, w io.Writer) (int, error) {
+	pairs := pairPlatforms(a, b)
+	names := make([]string, len(pairs))
+	for i, p := range pairs {
+		names[i] = p.name
+	}
+	return perPlatform(format, w, names, func(i int, w io.Writer) (int, error) {
+		p := pairs[i]
+		switch {
+		case p.b == nil:
+			return writeOnlyIn(w, format, nameA)
+		case p.a == nil:
+			return writeOnlyIn(w, format, nameB)
+		}
+		return imgdiff.Run(p.a.Image, p.b.Image, opts, format, w)
+	})
+}
+
+func writeOnlyIn(w io.Writer, format, name string) (int, error) {
+	if format == "json" {
+		b, _ := json.Marshal(map[string]string{"only_in": name})
+		_, err := fmt.Fprintf(w, "%s\n", b)
+		return exitError, err
+	}
+	_, err := fmt.Fprintf(w, "platform only in %s\n", name)
+	return exitError, err
 }

@@ -30,33 +30,38 @@ func offlineFixture(t *testing.T) (lockPath, debsDir, daemon string) {
 	debsDir = filepath.Join(dir, "debs")
 	os.Mkdir(debsDir, 0o755)
 	lock := &debian.Lock{
-		Version: debian.LockVersion, Distribution: "debian-12", Architectures: []string{"amd64"},
+		Version: debian.LockVersion, Distribution: "debian-12", Architectures: []string{"amd64", "arm64"},
 		Requested: []string{"libblas3"},
 		Suites: []debian.LockSuite{
 			{Archive: "debian", Suite: "bookworm", Date: "2025-05-17T09:00:00Z", Snapshot: "20250520T000000Z"},
 		},
 	}
-	for i, p := range []debtest.Package{
-		{Name: "libblas3", Version: "3.11.0-2", Data: []debtest.Entry{
-			debtest.File("./usr/lib/x86_64-linux-gnu/blas/libblas.so.3", "blas"),
-		}},
-		{Name: "liblapack3", Version: "3.11.0-2", Data: []debtest.Entry{
-			debtest.File("./usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3", "lapack"),
-		}},
-	} {
-		b := debtest.Deb(t, p)
-		sum := sha256.Sum256(b)
-		pool := fmt.Sprintf("pool/main/%c/%s/%s_%s_amd64.deb", p.Name[0], p.Name, p.Name, p.Version)
-		// One file by sha256, one by pool basename: both ways front ends name them.
-		name := hex.EncodeToString(sum[:])
-		if i == 1 {
-			name = filepath.Base(pool)
+	// Both architectures of the repository's spec, each with its own
+	// multiarch paths, as the real lock holds them.
+	for _, arch := range []string{"amd64", "arm64"} {
+		triplet := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[arch]
+		for i, p := range []debtest.Package{
+			{Name: "libblas3", Version: "3.11.0-2", Arch: arch, Data: []debtest.Entry{
+				debtest.File("./usr/lib/"+triplet+"/blas/libblas.so.3", "blas "+arch),
+			}},
+			{Name: "liblapack3", Version: "3.11.0-2", Arch: arch, Data: []debtest.Entry{
+				debtest.File("./usr/lib/"+triplet+"/lapack/liblapack.so.3", "lapack "+arch),
+			}},
+		} {
+			b := debtest.Deb(t, p)
+			sum := sha256.Sum256(b)
+			pool := fmt.Sprintf("pool/main/%c/%s/%s_%s_%s.deb", p.Name[0], p.Name, p.Name, p.Version, arch)
+			// One file by sha256, one by pool basename: both ways front ends name them.
+			name := hex.EncodeToString(sum[:])
+			if i == 1 {
+				name = filepath.Base(pool)
+			}
+			os.WriteFile(filepath.Join(debsDir, name), b, 0o644)
+			lock.Packages = append(lock.Packages, debian.LockedPackage{
+				Name: p.Name, Version: p.Version, Architecture: arch, ForArch: arch,
+				Archive: "debian", Suite: "bookworm", Filename: pool, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]),
+			})
 		}
-		os.WriteFile(filepath.Join(debsDir, name), b, 0o644)
-		lock.Packages = append(lock.Packages, debian.LockedPackage{
-			Name: p.Name, Version: p.Version, Architecture: "amd64", ForArch: "amd64",
-			Archive: "debian", Suite: "bookworm", Filename: pool, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]),
-		})
 	}
 	// Made for the repository's spec, as `imagectl lock` would record it.
 	s, err := spec.Load(filepath.Join("..", "..", "image", "spec.json"))
@@ -68,9 +73,14 @@ func offlineFixture(t *testing.T) (lockPath, debsDir, daemon string) {
 	if err := debian.WriteLock(lockPath, lock); err != nil {
 		t.Fatal(err)
 	}
-	daemon = filepath.Join(dir, "pulse-sidecar")
-	os.WriteFile(daemon, []byte("\x7fELF fake daemon"), 0o755)
-	return lockPath, debsDir, daemon
+	// One daemon per architecture, as --daemon-binary takes them for an index.
+	var daemons []string
+	for _, arch := range []string{"amd64", "arm64"} {
+		file := filepath.Join(dir, "pulse-sidecar-"+arch)
+		os.WriteFile(file, []byte("\x7fELF fake daemon for "+arch), 0o755)
+		daemons = append(daemons, arch+"="+file)
+	}
+	return lockPath, debsDir, strings.Join(daemons, ",")
 }
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {

@@ -43,7 +43,7 @@ func TestFailedLastOutputKeepsEarlierOutputs(t *testing.T) {
 	if code == 0 {
 		t.Fatal("build succeeded with an SBOM path under a regular file")
 	}
-	if !strings.Contains(stderr, "sbom.spdx.json") {
+	if !strings.Contains(stderr, "sbom.linux-amd64.spdx.json") {
 		t.Errorf("error does not name the SBOM path: %s", stderr)
 	}
 	if b, _ := os.ReadFile(filepath.Join(lay, "index.json")); !bytes.Equal(b, index) {
@@ -87,12 +87,13 @@ func TestCacheFileOfTheRightSizeButWrongContent(t *testing.T) {
 		// As offlineFixture, but liblapack3's library upper-cased: the
 		// members are uncompressed, so the size stays the same.
 		lib := map[string]string{"libblas3": "blas", "liblapack3": "lapack"}[p.Name]
-		body := lib
+		triplet := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[p.ForArch]
+		body := lib + " " + p.ForArch
 		if p.Name == "liblapack3" {
-			body = strings.ToUpper(lib)
+			body = strings.ToUpper(body)
 		}
-		b := debtest.Deb(t, debtest.Package{Name: p.Name, Version: p.Version, Data: []debtest.Entry{
-			debtest.File(fmt.Sprintf("./usr/lib/x86_64-linux-gnu/%s/%s.so.3", lib, "lib"+lib), body),
+		b := debtest.Deb(t, debtest.Package{Name: p.Name, Version: p.Version, Arch: p.ForArch, Data: []debtest.Entry{
+			debtest.File(fmt.Sprintf("./usr/lib/%s/%s/%s.so.3", triplet, lib, "lib"+lib), body),
 		}})
 		if int64(len(b)) != p.Size {
 			t.Fatalf("fixture: %s is %d bytes, lock says %d", p.Name, len(b), p.Size)
@@ -157,24 +158,26 @@ func TestRevisionNoneLeavesTheLabelOut(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("build exited %d: %s", code, stderr)
 	}
-	img, err := source.Load(lay)
+	a, err := source.LoadAny(lay)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := img.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	const key = "org.opencontainers.image.revision"
-	if v, ok := m.Annotations[key]; ok {
-		t.Errorf("annotation %s=%q with --revision none", key, v)
-	}
-	if v, ok := cf.Config.Labels[key]; ok {
-		t.Errorf("label %s=%q with --revision none", key, v)
+	for _, p := range a.Platforms {
+		m, err := p.Image.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := p.Image.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		const key = "org.opencontainers.image.revision"
+		if v, ok := m.Annotations[key]; ok {
+			t.Errorf("%s: annotation %s=%q with --revision none", p.Name(), key, v)
+		}
+		if v, ok := cf.Config.Labels[key]; ok {
+			t.Errorf("%s: label %s=%q with --revision none", p.Name(), key, v)
+		}
 	}
 }
 
@@ -196,7 +199,7 @@ func TestBuiltLayoutReadUnnamedBySkopeo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("build exited %d: %s", code, stderr)
 	}
-	for _, f := range []string{lay + ".spdx.json", filepath.Join(dir, "img.tar.spdx.json")} {
+	for _, f := range []string{lay + ".linux-amd64.spdx.json", lay + ".linux-arm64-v8.spdx.json", filepath.Join(dir, "img.tar.linux-amd64.spdx.json"), filepath.Join(dir, "img.tar.linux-arm64-v8.spdx.json")} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("no SBOM beside the output: %v", err)
 		}

@@ -47,7 +47,8 @@ func policyCommand(stdout io.Writer) *ffcli.Command {
 		ShortUsage: "imagectl policy [flags] IMAGE",
 		ShortHelp:  "check an image's hardening rules; names every violation; exit 0 pass, 1 violations",
 		LongHelp: "IMAGE is an OCI layout directory, an OCI or docker archive, or a registry\n" +
-			"reference. --spec and --lock default to the repository's files when they\n" +
+			"reference. Every platform of an image index is checked, its report under\n" +
+			"its platform's name. --spec and --lock default to the repository's files when they\n" +
 			"exist (run from the repository root); pass --spec '' --lock '' to check\n" +
 			"someone else's image against the generic rules only.",
 		FlagSet: fs,
@@ -66,12 +67,27 @@ func policyCommand(stdout io.Writer) *ffcli.Command {
 			if err != nil {
 				return err
 			}
-			img, err := source.Open(ctx, args[0])
+			a, err := source.OpenAny(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			defer img.Close()
-			code, err := policy.Run(img, opts, f.format, stdout)
+			defer a.Close()
+			if a.Index == nil {
+				code, err := policy.Run(a.Platforms[0].Image, opts, f.format, stdout)
+				if err != nil {
+					return err
+				}
+				return exitWith(code)
+			}
+			// Every platform is checked, each against its own
+			// architecture's packages in the lock.
+			names := make([]string, len(a.Platforms))
+			for i, p := range a.Platforms {
+				names[i] = p.Name()
+			}
+			code, err := perPlatform(f.format, stdout, names, func(i int, w io.Writer) (int, error) {
+				return policy.Run(a.Platforms[i].Image, opts, f.format, w)
+			})
 			if err != nil {
 				return err
 			}

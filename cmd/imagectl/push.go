@@ -32,12 +32,14 @@ func pushCommand(stdout, stderr io.Writer) *ffcli.Command {
 	fs := flag.NewFlagSet("imagectl push", flag.ContinueOnError)
 	fs.StringVar(&repo, "repository", "", "registry repository, e.g. registry.example/team/pulse-sidecar")
 	fs.Var(&tags, "tag", "tag to point at the pushed digest (repeatable)")
-	fs.StringVar(&sbomFile, "sbom", "", "SPDX SBOM to attach as a referrer of the image (default: SRC.spdx.json when it exists; \""+noSBOM+"\" for none)")
+	fs.StringVar(&sbomFile, "sbom", "", "SPDX SBOM to attach as a referrer of the image (default: SRC.spdx.json when it exists, and for an index SRC.<os>-<arch>[-<variant>].spdx.json per platform, where FILE names the prefix the same way; \""+noSBOM+"\" for none)")
 	return &ffcli.Command{
 		Name:       "push",
 		ShortUsage: "imagectl push SRC --repository REPO [--tag T ...] [--sbom FILE]",
-		ShortHelp:  "push an OCI layout, OCI archive or docker archive by digest with its SBOM, then tag it; prints REPO@sha256:...",
+		ShortHelp:  "push an OCI layout, OCI archive or docker archive (an image index or one image) by digest with its SBOMs, then tag it; prints REPO@sha256:...",
 		LongHelp: "Every blob of SRC is checked against its digest before anything is sent.\n" +
+			"An image index is pushed with every platform's image, each platform's\n" +
+			"SBOM attached to that platform's manifest, never to the index.\n" +
 			"The SBOM is attached as an OCI 1.1 referrer of the image (through the\n" +
 			"registry's referrers API, or the sha256-<hex> tag fallback where it has\n" +
 			"none) before the tags are set. Credentials come from the docker/podman\n" +
@@ -55,16 +57,21 @@ func pushCommand(stdout, stderr io.Writer) *ffcli.Command {
 			if repo == "" {
 				return usagef("push: --repository is required")
 			}
-			img, err := source.Load(args[0])
+			a, err := source.LoadAny(args[0])
 			if err != nil {
 				return err
 			}
-			defer img.Close()
-			referrers, err := sbomReferrer(args[0], sbomFile, img, stderr)
+			defer a.Close()
+			var referrers []sink.Referrer
+			if a.Index == nil {
+				referrers, err = sbomReferrer(args[0], sbomFile, a.Platforms[0].Image, stderr)
+			} else {
+				referrers, err = platformReferrers(args[0], sbomFile, a, stderr)
+			}
 			if err != nil {
 				return err
 			}
-			ref, err := sink.Push(ctx, img, repo, tags, referrers)
+			ref, err := sink.Push(ctx, a.Value(), repo, tags, referrers)
 			if err != nil {
 				return err
 			}
@@ -72,6 +79,33 @@ func pushCommand(stdout, stderr io.Writer) *ffcli.Command {
 			return nil
 		},
 	}
+}
+
+// platformReferrers reads each platform's SBOM of an index (build wrote
+// them beside SRC, named by platform) and makes it a referrer of that
+// platform's manifest.
+func platformReferrers(src, file string, a *source.Artifact, stderr io.Writer) ([]sink.Referrer, error) {
+	if file == noSBOM {
+		return nil, nil
+	}
+	base := src
+	if file != "" {
+		base = file
+	}
+	var out []sink.Referrer
+	for _, p := range a.Platforms {
+		f := sbomFile(base, &p.Platform)
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) && file == "" {
+			fmt.Fprintf(stderr, "push: no SBOM for %s at %s; pushing that platform without one\n", p.Name(), f)
+			continue
+		}
+		r, err := sbomReferrer(src, f, p.Image, stderr)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r...)
+	}
+	return out, nil
 }
 
 // sbomReferrer reads the SBOM to attach: --sbom, else the file the build

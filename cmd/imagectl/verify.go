@@ -37,20 +37,21 @@ func verifyCommand(stdout, stderr io.Writer) *ffcli.Command {
 	fs := flag.NewFlagSet("imagectl verify", flag.ContinueOnError)
 	f.build.register(fs)
 	fs.StringVar(&f.against, "against", "", "compare one fresh build with this image (layout, OCI or docker archive, registry reference) instead of building twice")
-	fs.StringVar(&f.out, "out", "", "keep the first build's OCI layout here (and its SBOM at <out>.spdx.json)")
+	fs.StringVar(&f.out, "out", "", "keep the first build's OCI layout here (and its SBOMs at <out>.<os>-<arch>[-<variant>].spdx.json, or <out>.spdx.json for one platform)")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the perturbed build's package extraction order (default: random, printed)")
 	return &ffcli.Command{
 		Name:       "verify",
 		ShortUsage: "imagectl verify [build flags] [--against REF|PATH]",
-		ShortHelp:  "build twice in different environments and compare; prints the digest, exit 0 same, 1 different",
+		ShortHelp:  "build twice in different environments and compare; prints the (index) digest, exit 0 same, 1 different",
 		LongHelp: "Runs `imagectl build` twice as subprocesses into fresh temp dirs. The second\n" +
 			"build changes what must not matter: umask (022 vs 077), TZ, LANG/LC_ALL\n" +
 			"(tr_TR.UTF-8), working directory, TMPDIR, GOMAXPROCS (all of which reach\n" +
 			"the daemon's go build too), a fresh Go build cache for the daemon, the\n" +
 			"order packages are extracted in (shuffled) and the extraction state\n" +
 			"(empty vs warm spill dir). The sha256-verified download cache is shared;\n" +
-			"both compiles use go.mod's toolchain. Manifest, config and layer digests and the SBOM\n" +
-			"bytes must agree; otherwise the images' semantic diff is printed.\n\n" +
+			"both compiles use go.mod's toolchain. The index digest and, for every\n" +
+			"platform, the manifest, config and layer digests and the SBOM bytes must\n" +
+			"agree; otherwise each differing platform's semantic diff is printed.\n\n" +
 			"--against builds once and compares with an image made elsewhere: another\n" +
 			"machine, a registry, a Nix or Bazel result.",
 		FlagSet: fs,
@@ -136,11 +137,12 @@ func childEnv(base []string, e environment, tmp string) []string {
 	return append(append(out, e.vars...), "TMPDIR="+tmp, "IMAGECTL_UMASK="+e.umask)
 }
 
-// built is one build's output as verify compares it.
+// built is one build's output as verify compares it: an image index, or
+// one image, with each platform's SBOM.
 type built struct {
-	name  string
-	image v1.Image
-	sbom  []byte // nil when the image came from elsewhere
+	name     string
+	artifact *source.Artifact
+	sboms    map[string][]byte // by platform; nil when the image came from elsewhere
 }
 
 func runVerify(ctx context.Context, f verifyFlags, stdout, stderr io.Writer) error {
@@ -185,12 +187,12 @@ func runVerify(ctx context.Context, f verifyFlags, stdout, stderr io.Writer) err
 		results = append(results, r)
 	}
 	if f.against != "" {
-		img, err := source.Open(ctx, f.against)
+		a, err := source.OpenAny(ctx, f.against)
 		if err != nil {
 			return err
 		}
-		defer img.Close()
-		results = append(results, built{name: f.against, image: img})
+		defer a.Close()
+		results = append(results, built{name: f.against, artifact: a})
 	}
 	same, err := compareBuilds(results[0], results[1], stdout)
 	if err != nil {
@@ -199,7 +201,7 @@ func runVerify(ctx context.Context, f verifyFlags, stdout, stderr io.Writer) err
 	if !same {
 		return exitStatus(exitError)
 	}
-	d, err := results[0].image.Digest()
+	d, err := results[0].artifact.Digest()
 	if err != nil {
 		return err
 	}
@@ -234,19 +236,27 @@ func buildChild(ctx context.Context, exe string, args []string, e environment, d
 	if err != nil {
 		return built{}, fmt.Errorf("verify: %s build (%s): %w", e.name, e, err)
 	}
-	img, err := source.Load(layout)
+	a, err := source.LoadAny(layout)
 	if err != nil {
 		return built{}, fmt.Errorf("verify: %s build: %w", e.name, err)
 	}
 	printed := lastLine(out.String())
-	if d, err := img.Digest(); err != nil || d.String() != printed {
+	if d, err := a.Digest(); err != nil || d.String() != printed {
 		return built{}, fmt.Errorf("verify: %s build printed %q but its layout holds %v (%v)", e.name, printed, d, err)
 	}
-	doc, err := os.ReadFile(sbomFile)
-	if err != nil {
-		return built{}, fmt.Errorf("verify: %s build wrote no SBOM: %w", e.name, err)
+	sboms := map[string][]byte{}
+	for _, p := range a.Platforms {
+		file := sbomFile
+		if a.Index != nil {
+			file = sbomFileFor(sbomFile, p)
+		}
+		doc, err := os.ReadFile(file)
+		if err != nil {
+			return built{}, fmt.Errorf("verify: %s build wrote no SBOM for %s: %w", e.name, p.Name(), err)
+		}
+		sboms[p.Name()] = doc
 	}
-	return built{name: e.name + " build", image: img, sbom: doc}, nil
+	return built{name: e.name + " build", artifact: a, sboms: sboms}, nil
 }
 
 func lastLine(s string) string {
@@ -255,19 +265,58 @@ func lastLine(s string) string {
 }
 
 // compareBuilds prints what differs between a and b, semantically, and
-// reports whether they are the same image with the same SBOM.
+// reports whether they are the same image (or index: then the index and
+// every platform's image) with the same SBOMs. Each difference names its
+// platform.
 func compareBuilds(a, b built, w io.Writer) (bool, error) {
-	ia, err := identify(a.image)
-	if err != nil {
-		return false, fmt.Errorf("verify: %s: %w", a.name, err)
+	var diffs []string
+	ia, ib := a.artifact.Index, b.artifact.Index
+	if ia != nil && ib != nil {
+		da, err := ia.Digest()
+		if err != nil {
+			return false, err
+		}
+		db, err := ib.Digest()
+		if err != nil {
+			return false, err
+		}
+		if da != db {
+			diffs = append(diffs, fmt.Sprintf("index: %s vs %s", da, db))
+		}
 	}
-	ib, err := identify(b.image)
-	if err != nil {
-		return false, fmt.Errorf("verify: %s: %w", b.name, err)
-	}
-	diffs := ia.differences(ib)
-	if a.sbom != nil && b.sbom != nil && !bytes.Equal(a.sbom, b.sbom) {
-		diffs = append(diffs, "SBOM: "+firstDifference(a.sbom, b.sbom))
+	indexed := ia != nil || ib != nil
+	var differing []platformPair
+	for _, p := range pairPlatforms(a.artifact, b.artifact) {
+		prefix := ""
+		if indexed {
+			prefix = p.name + ": "
+		}
+		switch {
+		case p.b == nil:
+			diffs = append(diffs, prefix+"only in "+a.name)
+			continue
+		case p.a == nil:
+			diffs = append(diffs, prefix+"only in "+b.name)
+			continue
+		}
+		xa, err := identify(p.a.Image)
+		if err != nil {
+			return false, fmt.Errorf("verify: %s: %s%w", a.name, prefix, err)
+		}
+		xb, err := identify(p.b.Image)
+		if err != nil {
+			return false, fmt.Errorf("verify: %s: %s%w", b.name, prefix, err)
+		}
+		for _, d := range xa.differences(xb) {
+			diffs = append(diffs, prefix+d)
+		}
+		sa, sb := a.sboms[p.name], b.sboms[p.name]
+		if sa != nil && sb != nil && !bytes.Equal(sa, sb) {
+			diffs = append(diffs, prefix+"SBOM: "+firstDifference(sa, sb))
+		}
+		if xa.manifest != xb.manifest {
+			differing = append(differing, p)
+		}
 	}
 	if len(diffs) == 0 {
 		return true, nil
@@ -277,12 +326,20 @@ func compareBuilds(a, b built, w io.Writer) (bool, error) {
 		fmt.Fprintf(w, "  %s\n", d)
 	}
 	fmt.Fprintln(w)
-	if ia.manifest != ib.manifest {
-		if _, err := imgdiff.Run(a.image, b.image, imgdiff.Options{PerLayer: true}, "text", w); err != nil {
+	for _, p := range differing {
+		if indexed {
+			fmt.Fprintf(w, "== %s\n", p.name)
+		}
+		if _, err := imgdiff.Run(p.a.Image, p.b.Image, imgdiff.Options{PerLayer: true}, "text", w); err != nil {
 			return false, err
 		}
 	}
 	return false, nil
+}
+
+// sbomFileFor is where build wrote platform p's SBOM for --sbom file.
+func sbomFileFor(file string, p source.PlatformImage) string {
+	return sbomFile(file, &p.Platform)
 }
 
 // identity is what makes an image that image.

@@ -15,10 +15,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// WriteOCIArchive writes img as a tar of an OCI image layout (what podman
+// WriteOCIArchive writes img (an image or an image index) as a tar of an OCI image layout (what podman
 // and skopeo call oci-archive). Entries are sorted, owned by 0:0 and dated
 // at the image's creation time, so the archive is as reproducible as the image.
-func WriteOCIArchive(file string, img v1.Image, refName string) error {
+func WriteOCIArchive(file string, img Artifact, refName string) error {
 	s, err := StageOCIArchive(file, img, refName)
 	if err != nil {
 		return err
@@ -26,7 +26,8 @@ func WriteOCIArchive(file string, img v1.Image, refName string) error {
 	return s.Commit()
 }
 
-// WriteDockerArchive writes img in the `docker save` format under tag.
+// WriteDockerArchive writes img in the `docker save` format under tag. The
+// format holds one platform's image, never an index: the caller picks it.
 func WriteDockerArchive(file string, img v1.Image, tag string) error {
 	s, err := StageDockerArchive(file, img, tag)
 	if err != nil {
@@ -36,10 +37,10 @@ func WriteDockerArchive(file string, img v1.Image, tag string) error {
 }
 
 // StageOCIArchive is WriteOCIArchive up to, not including, the rename.
-func StageOCIArchive(file string, img v1.Image, refName string) (*Staged, error) {
-	cf, err := img.ConfigFile()
+func StageOCIArchive(file string, img Artifact, refName string) (*Staged, error) {
+	mtime, err := created(img)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	dir, err := tempDir(file + ".layout")
 	if err != nil {
@@ -50,7 +51,7 @@ func StageOCIArchive(file string, img v1.Image, refName string) (*Staged, error)
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return StageFile(file, 0o644, func(w io.Writer) error {
-		return tarDir(w, dir, cf.Created.Time)
+		return tarDir(w, dir, mtime)
 	})
 }
 

@@ -24,13 +24,14 @@ type Referrer struct {
 	Blobs    [][]byte
 }
 
-// Push uploads img to repo by digest, attaches each referrer to it, then
-// points each tag at it, with the credentials docker and podman use
+// Push uploads img (an image or an image index) to repo by digest, attaches
+// each referrer to its subject (the image, or one platform's image of the
+// index: an SBOM describes one architecture), then points each tag at it, with the credentials docker and podman use
 // (authn.DefaultKeychain). Referrers go before the tags, so whoever pulls a
 // tag finds the SBOM already there. It returns the digest reference, whose
 // digest is the local manifest digest by construction: the registry stores
 // the manifest bytes we send.
-func Push(ctx context.Context, img v1.Image, repo string, tags []string, referrers []Referrer, opts ...remote.Option) (name.Digest, error) {
+func Push(ctx context.Context, img Artifact, repo string, tags []string, referrers []Referrer, opts ...remote.Option) (name.Digest, error) {
 	r, err := name.NewRepository(repo)
 	if err != nil {
 		return name.Digest{}, fmt.Errorf("repository %q: %w", repo, err)
@@ -50,11 +51,28 @@ func Push(ctx context.Context, img v1.Image, repo string, tags []string, referre
 	}
 	ref := r.Digest(d.String())
 	opts = append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}, opts...)
-	if err := remote.Write(ref, img, opts...); err != nil {
+	subjects := map[string]bool{ref.DigestStr(): true}
+	switch a := img.(type) {
+	case v1.Image:
+		err = remote.Write(ref, a, opts...)
+	case v1.ImageIndex:
+		// The platforms' manifests go first, the index last: a registry
+		// refuses an index naming manifests it does not hold.
+		err = remote.WriteIndex(ref, a, opts...)
+		var m *v1.IndexManifest
+		if m, err = indexManifest(a, err); err == nil {
+			for _, d := range m.Manifests {
+				subjects[d.Digest.String()] = true
+			}
+		}
+	default:
+		err = fmt.Errorf("%T is neither an image nor an image index", img)
+	}
+	if err != nil {
 		return name.Digest{}, fmt.Errorf("push %s: %w", ref, err)
 	}
 	for _, a := range referrers {
-		if err := attach(ref, a, opts); err != nil {
+		if err := attach(r, subjects, a, opts); err != nil {
 			return name.Digest{}, err
 		}
 	}
@@ -66,6 +84,13 @@ func Push(ctx context.Context, img v1.Image, repo string, tags []string, referre
 	return ref, nil
 }
 
+func indexManifest(idx v1.ImageIndex, err error) (*v1.IndexManifest, error) {
+	if err != nil {
+		return nil, err
+	}
+	return idx.IndexManifest()
+}
+
 // artifactHead is what attach reads from a referrer's manifest.
 type artifactHead struct {
 	MediaType    types.MediaType `json:"mediaType"`
@@ -73,21 +98,22 @@ type artifactHead struct {
 	Subject      *v1.Descriptor  `json:"subject"`
 }
 
-// attach uploads a referrer of subject. A registry with the referrers API
+// attach uploads a referrer of its subject, which must be among what was
+// pushed. A registry with the referrers API
 // indexes it itself; for one without, ggcr's remote.Put maintains the tag
 // fallback (an index tagged sha256-<hex> of the subject), but records the
 // config's media type as the artifact type. attach corrects that entry to
 // the manifest's artifactType, as the distribution spec asks, so a client
 // filtering referrers by artifact type finds the SBOM either way.
-func attach(subject name.Digest, a Referrer, opts []remote.Option) error {
+func attach(repo name.Repository, pushed map[string]bool, a Referrer, opts []remote.Option) error {
 	var head artifactHead
 	if err := json.Unmarshal(a.Manifest, &head); err != nil {
-		return fmt.Errorf("referrer of %s: %w", subject, err)
+		return fmt.Errorf("referrer in %s: %w", repo, err)
 	}
-	if head.Subject == nil || head.Subject.Digest.String() != subject.DigestStr() {
-		return fmt.Errorf("referrer of %s: its subject is %v", subject, head.Subject)
+	if head.Subject == nil || !pushed[head.Subject.Digest.String()] {
+		return fmt.Errorf("referrer in %s: its subject is %v, not the pushed image or one of its platforms", repo, head.Subject)
 	}
-	repo := subject.Context()
+	subject := repo.Digest(head.Subject.Digest.String())
 	for _, b := range a.Blobs {
 		if err := remote.WriteLayer(repo, static.NewLayer(b, "application/octet-stream"), opts...); err != nil {
 			return fmt.Errorf("referrer of %s: blob: %w", subject, err)

@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
-func fromLayout(dir string) (*Image, error) {
+func fromLayout(dir string) (*Artifact, error) {
 	p, err := layout.FromPath(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not an OCI layout: %w", dir, err)
@@ -27,7 +27,7 @@ func fromLayout(dir string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return verifiedImage(dir, desc, layoutBlobs(dir))
+	return verifiedArtifact(dir, desc, layoutBlobs(dir))
 }
 
 // layoutBlobs opens blobs/<algorithm>/<hex> below dir. ggcr's layout.Blob
@@ -55,15 +55,16 @@ func validHash(h v1.Hash) error {
 	return nil
 }
 
-// theImage picks the one image an index lists. Artifacts stored beside it
-// (an SBOM referring to the image, as older imagectl layouts held) are not
-// candidates: they carry an artifactType, or a media type that is no image
-// manifest. Several images are an error, as they are for skopeo.
+// theImage picks the one image or image index a layout's index.json lists.
+// Artifacts stored beside it (an SBOM referring to the image, as older
+// imagectl layouts held) are not candidates: they carry an artifactType, or
+// a media type that is neither an image manifest nor an index. Several are
+// an error, as they are for skopeo.
 func theImage(where string, m *v1.IndexManifest) (v1.Descriptor, error) {
 	var images []v1.Descriptor
 	var other []string
 	for _, d := range m.Manifests {
-		if d.ArtifactType != "" || !d.MediaType.IsImage() {
+		if d.ArtifactType != "" || !d.MediaType.IsImage() && !d.MediaType.IsIndex() {
 			other = append(other, fmt.Sprintf("%s (%s%s)", d.Digest, d.MediaType, d.ArtifactType))
 			continue
 		}
@@ -78,7 +79,7 @@ func theImage(where string, m *v1.IndexManifest) (v1.Descriptor, error) {
 	return v1.Descriptor{}, fmt.Errorf("%s: lists %d image manifests, want exactly one", where, len(images))
 }
 
-func fromOCIArchive(a *archive) (*Image, error) {
+func fromOCIArchive(a *archive) (*Artifact, error) {
 	rc, _, err := a.open("index.json")
 	if err != nil {
 		return nil, err
@@ -92,7 +93,7 @@ func fromOCIArchive(a *archive) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return verifiedImage(a.path, desc, func(h v1.Hash) (io.ReadCloser, error) {
+	return verifiedArtifact(a.path, desc, func(h v1.Hash) (io.ReadCloser, error) {
 		if err := validHash(h); err != nil {
 			return nil, err
 		}

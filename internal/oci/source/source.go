@@ -46,9 +46,19 @@ func (i *Image) Close() error {
 // and verify --against accept an image from anywhere: a local build, a Nix
 // or Bazel result, or what a registry serves.
 func Open(ctx context.Context, src string, opts ...remote.Option) (*Image, error) {
+	a, err := OpenAny(ctx, src, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return a.single(src)
+}
+
+// OpenAny is Open for an image or an image index: what a multi-platform
+// build writes and a registry serves under its tag.
+func OpenAny(ctx context.Context, src string, opts ...remote.Option) (*Artifact, error) {
 	_, statErr := os.Stat(src)
 	if statErr == nil {
-		return Load(src)
+		return LoadAny(src)
 	}
 	if !errors.Is(statErr, fs.ErrNotExist) {
 		return nil, statErr
@@ -63,8 +73,19 @@ func Open(ctx context.Context, src string, opts ...remote.Option) (*Image, error
 }
 
 // Load opens an image from an OCI layout directory, an OCI archive or a
-// docker archive, whichever path is.
+// docker archive, whichever path is. An image index is an error naming its
+// platforms: LoadAny reads those.
 func Load(path string) (*Image, error) {
+	a, err := LoadAny(path)
+	if err != nil {
+		return nil, err
+	}
+	return a.single(path)
+}
+
+// LoadAny opens an image or an image index from an OCI layout directory, an
+// OCI archive or a docker archive (which holds one image), whichever path is.
+func LoadAny(path string) (*Artifact, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -82,7 +103,11 @@ func Load(path string) (*Image, error) {
 		return fromOCIArchive(a)
 	}
 	if _, ok := a.entries["manifest.json"]; ok {
-		return fromDockerArchive(a)
+		img, err := fromDockerArchive(a)
+		if err != nil {
+			return nil, err
+		}
+		return imageArtifact(img)
 	}
 	return nil, fmt.Errorf("%s: neither an OCI layout, an OCI archive nor a docker archive", path)
 }
