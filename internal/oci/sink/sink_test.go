@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -249,5 +250,97 @@ func pushAndPull(t *testing.T, host string, referrersAPI bool) {
 	other := ocitest.Image(t, "y")
 	if _, err := sink.Push(ctx, other, repo, nil, []sink.Referrer{{Manifest: a.Manifest, Blobs: a.Blobs}}); err == nil || !strings.Contains(err.Error(), "subject") {
 		t.Fatalf("an SBOM about another image attached: %v", err)
+	}
+}
+
+// TestPushIndex pushes an image index to the three registries of
+// TestPushAttachesTheSBOM: the registry serves the index under the local
+// digest, by digest and tag, and each platform's SBOM is a referrer of that
+// platform's manifest, not of the index.
+func TestPushIndex(t *testing.T) {
+	for _, r := range []struct {
+		name string
+		host func(t *testing.T) string
+	}{
+		{"ggcr-referrers-api", func(t *testing.T) string { return inProcess(t, registry.WithReferrersSupport(true)) }},
+		{"ggcr-tag-fallback", func(t *testing.T) string { return inProcess(t) }},
+		{"docker-registry", func(t *testing.T) string { return testenv.DockerRegistry(t) }},
+	} {
+		t.Run(r.name, func(t *testing.T) {
+			pushIndex(t, r.host(t))
+		})
+	}
+}
+
+func pushIndex(t *testing.T, host string) {
+	amd, arm := ocitest.Image(t, "amd"), ocitest.Image(t, "arm")
+	arm, err := mutate.ConfigFile(arm, func() *v1.ConfigFile {
+		cf, _ := arm.ConfigFile()
+		cf = cf.DeepCopy()
+		cf.Architecture, cf.Variant = "arm64", "v8"
+		return cf
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := oci.AssembleIndex([]v1.Image{amd, arm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := idx.Digest()
+	var refs []sink.Referrer
+	artifacts := map[v1.Hash]v1.Hash{} // platform manifest -> its SBOM artifact
+	for _, img := range []v1.Image{amd, arm} {
+		desc, _ := partial.Descriptor(img)
+		a, err := sbom.NewArtifact(*desc, []byte(`{"spdxVersion":"SPDX-2.3","name":"`+desc.Digest.Hex+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, sink.Referrer{Manifest: a.Manifest, Blobs: a.Blobs})
+		artifacts[desc.Digest], _, _ = v1.SHA256(bytes.NewReader(a.Manifest))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	repo := host + "/pulse-sidecar"
+	ref, err := sink.Push(ctx, idx, repo, []string{"v1"}, refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.DigestStr() != want.String() {
+		t.Fatalf("pushed %s, built %s", ref, want)
+	}
+	tag, _ := name.NewTag(repo + ":v1")
+	d, err := remote.Get(tag, remote.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Digest != want || !d.MediaType.IsIndex() {
+		t.Fatalf("%s serves %s (%s), built the index %s", tag, d.Digest, d.MediaType, want)
+	}
+	for manifest, artifact := range artifacts {
+		idx, err := remote.Referrers(ref.Context().Digest(manifest.String()), remote.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, _ := idx.IndexManifest()
+		if len(im.Manifests) != 1 || im.Manifests[0].Digest != artifact {
+			t.Errorf("referrers of %s: %+v, want its SBOM %s", manifest, im.Manifests, artifact)
+		}
+	}
+	idxRefs, err := remote.Referrers(ref, remote.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im, _ := idxRefs.IndexManifest(); len(im.Manifests) != 0 {
+		t.Errorf("the index itself has referrers %+v; each SBOM belongs to one platform", im.Manifests)
+	}
+	// The registry's index loads back with both platforms checked.
+	got, err := source.OpenAny(ctx, ref.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	if d, _ := got.Digest(); d != want || len(got.Platforms) != 2 || got.Platforms[1].Name() != "linux/arm64/v8" {
+		t.Fatalf("loaded back %s with %d platforms", d, len(got.Platforms))
 	}
 }
