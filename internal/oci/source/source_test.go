@@ -18,9 +18,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/ocitest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/sink"
 )
@@ -438,4 +441,71 @@ func readAll(img v1.Image) error {
 		}
 	}
 	return nil
+}
+
+// TestLoadIndex: an index layout and archive load with every platform;
+// Load (one image) names the platforms instead; an entry whose platform
+// is not its config's is refused (a runtime picking by the index would
+// start another architecture's image).
+func TestLoadIndex(t *testing.T) {
+	amd := ocitest.Image(t, "amd")
+	arm := withPlatform(t, ocitest.Image(t, "arm"), "arm64", "v8")
+	idx, err := oci.AssembleIndex([]v1.Image{amd, arm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := idx.Digest()
+	dir := t.TempDir()
+	lay, file := filepath.Join(dir, "lay"), filepath.Join(dir, "a.tar")
+	if err := sink.WriteLayout(lay, idx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.WriteOCIArchive(file, idx, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{lay, file} {
+		a, err := LoadAny(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := a.Digest(); d != want || len(a.Platforms) != 2 || a.Platforms[0].Name() != "linux/amd64" || a.Platforms[1].Name() != "linux/arm64/v8" {
+			t.Fatalf("%s: %s with %+v", p, d, a.Platforms)
+		}
+		img, err := a.Select("linux/arm64")
+		if err != nil || ocitest.Digest(t, img) != ocitest.Digest(t, arm) {
+			t.Fatalf("select linux/arm64: %v", err)
+		}
+		if _, err := a.Select("linux/s390x"); err == nil || !strings.Contains(err.Error(), "linux/arm64/v8") {
+			t.Fatalf("select a missing platform: %v", err)
+		}
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "linux/amd64, linux/arm64/v8") {
+			t.Fatalf("Load of an index: %v", err)
+		}
+	}
+	// The same images, the arm64 entry labelled amd64/v2: refused.
+	lie := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64", Variant: "v2"}}})
+	bad := filepath.Join(dir, "lie")
+	if err := sink.WriteLayout(bad, lie, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadAny(bad); err == nil || !strings.Contains(err.Error(), "its config says linux/arm64/v8") {
+		t.Fatalf("an index entry naming another platform: %v", err)
+	}
+}
+
+func withPlatform(t *testing.T, img v1.Image, arch, variant string) v1.Image {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Architecture, cf.Variant = arch, variant
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }
