@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/sink"
@@ -51,11 +52,12 @@ func TestRealImage(t *testing.T) {
 	args := []string{"verify", "--spec", repoSpec, "--lock", "../../image/debian.lock.json", "--out", layout}
 	if archive := os.Getenv(imageArchiveEnv); archive != "" {
 		// Build with what CI stamped into its image, so the two can agree.
-		img, err := source.Load(archive)
+		a, err := source.LoadAny(archive)
 		if err != nil {
 			t.Fatalf("%s: %v", imageArchiveEnv, err)
 		}
-		cf, err := img.ConfigFile()
+		cf, err := a.Platforms[0].Image.ConfigFile()
+		a.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,20 +76,30 @@ func TestRealImage(t *testing.T) {
 	t.Logf("verify (two builds agree) in %s: %s", time.Since(start).Round(time.Second), digest)
 	logSizes(t, layout)
 
-	// podman, with a private store so the machine's is untouched.
+	// podman, with a private store so the machine's is untouched. It
+	// loads the index and picks this machine's platform from it.
 	archive := filepath.Join(dir, "image.tar")
-	img, err := source.Load(layout)
+	built, err := source.LoadAny(layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer built.Close()
+	host, err := built.Select(hostPlatform())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostConfig, err := host.ConfigName()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ref := "localhost/pulse-sidecar:realimage"
-	if err := sink.WriteOCIArchive(archive, img, ref); err != nil {
+	if err := sink.WriteOCIArchive(archive, built.Value(), ref); err != nil {
 		t.Fatal(err)
 	}
 	pm := podmanIn(t, podman, dir)
 	pm(ctx, "load", "-i", archive)
-	if got := strings.TrimSpace(pm(ctx, "image", "inspect", "--format", "{{.Digest}}", ref)); got != digest {
-		t.Errorf("podman holds %s, built %s", got, digest)
+	if got, want := strings.TrimSpace(pm(ctx, "image", "inspect", "--format", "{{.Id}} {{.Digest}}", ref)), hostConfig.Hex+" "+digest; got != want {
+		t.Errorf("podman holds %s, want %s (this machine's image of the index)", got, want)
 	}
 	out := pm(ctx, "run", "--rm", "--user", "102:104", "--read-only", ref, "version")
 	if first := strings.SplitN(out, "\n", 2)[0]; first != "pulse-sidecar "+version {
@@ -117,15 +129,22 @@ func TestRealImage(t *testing.T) {
 		if desc.Digest.String() != digest {
 			t.Errorf("%s serves %s, built %s", tag, desc.Digest, digest)
 		}
-		// The SBOM beside the layout went along as a referrer (the
-		// distribution registry through the tag fallback).
-		refs, err := remote.Referrers(tag.Context().Digest(digest), remote.WithContext(ctx))
-		if err != nil {
-			t.Fatal(err)
-		}
-		im, err := refs.IndexManifest()
-		if err != nil || len(im.Manifests) != 1 {
-			t.Errorf("%s: referrers of %s: %v (%v), want the SBOM", host, digest, im, err)
+		// Each platform's SBOM beside the layout went along as a
+		// referrer of that platform's manifest (the distribution registry
+		// through the tag fallback).
+		for _, p := range built.Platforms {
+			pd, err := p.Image.Digest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			refs, err := remote.Referrers(tag.Context().Digest(pd.String()), remote.WithContext(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			im, err := refs.IndexManifest()
+			if err != nil || len(im.Manifests) != 1 {
+				t.Errorf("%s: referrers of %s (%s): %v (%v), want its SBOM", host, pd, p.Name(), im, err)
+			}
 		}
 	}
 	code, stdout, stderr = runCmdCtx(ctx, t, "policy", strings.TrimPrefix(inProcess.URL, "http://")+"/pulse-sidecar@"+digest,
@@ -150,13 +169,21 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// logSizes records the figures docs/BENCHMARKS.md quotes.
+// logSizes records the figures docs/BENCHMARKS.md quotes, per platform.
 func logSizes(t *testing.T, layout string) {
 	t.Helper()
-	img, err := source.Load(layout)
+	a, err := source.LoadAny(layout)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer a.Close()
+	for _, p := range a.Platforms {
+		logImageSizes(t, p.Name(), p.Image)
+	}
+}
+
+func logImageSizes(t *testing.T, platform string, img v1.Image) {
+	t.Helper()
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +198,7 @@ func logSizes(t *testing.T, layout string) {
 		compressed += n
 		sizes = append(sizes, fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)))
 	}
-	t.Logf("%d layers (%s), %.1f MiB compressed", len(layers), strings.Join(sizes, ", "), float64(compressed)/(1<<20))
+	t.Logf("%s: %d layers (%s), %.1f MiB compressed", platform, len(layers), strings.Join(sizes, ", "), float64(compressed)/(1<<20))
 }
 
 // podmanIn returns a runner of podman with CONTAINERS_CONF and a private
