@@ -134,3 +134,35 @@ image_load = rule(
     executable = True,
     attrs = {"image": attr.label(mandatory = True, providers = [ImageInfo])},
 )
+
+def _platform_transition_impl(_settings, attr):
+    return {"//command_line_option:platforms": str(attr.platform.label)}
+
+_platform_transition = transition(
+    implementation = _platform_transition_impl,
+    inputs = [],
+    outputs = ["//command_line_option:platforms"],
+)
+
+def _platform_image_impl(ctx):
+    # A transition on an attribute makes it a list of one.
+    image = ctx.attr.image[0]
+    return [
+        DefaultInfo(files = image[DefaultInfo].files),
+        OutputGroupInfo(archive = image[OutputGroupInfo].archive),
+        image[ImageInfo],
+    ]
+
+platform_image = rule(
+    implementation = _platform_image_impl,
+    doc = """The image built for another target platform than the command line's.
+
+`bazel build //image:image_arm64` on an amd64 machine builds the arm64 image:
+the transition selects the arm64 .debs and cross-compiles the daemon, as
+`imagectl build --platform linux/arm64` does.""",
+    attrs = {
+        "image": attr.label(mandatory = True, providers = [ImageInfo], cfg = _platform_transition),
+        "platform": attr.label(mandatory = True, providers = [platform_common.PlatformInfo]),
+        "_allowlist_function_transition": attr.label(default = "@bazel_tools//tools/allowlists/function_transition_allowlist"),
+    },
+)
