@@ -61,7 +61,7 @@ func (f *buildFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.arch, "arch", "", "build this Debian architecture's image alone (amd64, arm64), not the index of all the spec's")
 	fs.StringVar(&f.platform, "platform", "", "build this platform's image alone (linux/amd64, linux/arm64), not the index of all the spec's")
 	fs.StringVar(&f.tag, "tag", "", "image name in the outputs (default pulse-sidecar:<version>)")
-	fs.StringVar(&f.daemonBinary, "daemon-binary", "", "use this pulse-sidecar binary instead of compiling it")
+	fs.StringVar(&f.daemonBinary, "daemon-binary", "", "use this pulse-sidecar binary instead of compiling it; for an index of several platforms ARCH=PATH,ARCH=PATH (amd64=...,arm64=...)")
 	fs.StringVar(&f.debs, "debs", "", "take .deb files from this directory (named by sha256 or pool basename); no network")
 	fs.StringVar(&f.mirror, "mirror", "", "base URL of the Debian archive (default: from apt sources)")
 	fs.StringVar(&f.securityMirror, "security-mirror", "", "base URL of the Debian security archive (default: from apt sources)")
