@@ -145,3 +145,53 @@ go_library(deps = ["//internal/oci", "@com_github_oklog_run//:run", "@org_golang
 		t.Errorf("ExternalRepos = %q, want %q", got, want)
 	}
 }
+
+// starlarkCall returns the text of the call `kind(name = "NAME", ...)` in a
+// BUILD file, up to its closing parenthesis at the start of a line.
+func starlarkCall(t *testing.T, build, kind, name string) string {
+	t.Helper()
+	for _, block := range strings.Split(build, "\n"+kind+"(\n")[1:] {
+		body, _, _ := strings.Cut(block, "\n)\n")
+		if strings.Contains(body, `name = "`+name+`"`) {
+			return body
+		}
+	}
+	t.Fatalf("no %s(name = %q) in the BUILD file", kind, name)
+	return ""
+}
+
+// Bazel builds each platform of the image index as its own target: a
+// transition to a platform with that CPU (issue 12), the daemon pure Go as
+// imagectl and Nix build it (CGO_ENABLED=0), so it cross-compiles.
+func TestBazelPlatformTargets(t *testing.T) {
+	root := repoRoot(t)
+	read := func(rel string) string {
+		b, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	build, rules, daemon := read("image/BUILD.bazel"), read("image/image.bzl"), read("cmd/pulse-sidecar/BUILD.bazel")
+	for arch, cpu := range map[string]string{"amd64": "x86_64", "arm64": "arm64"} {
+		target := starlarkCall(t, build, "platform_image", "image_"+arch)
+		if !strings.Contains(target, `image = ":image"`) || !strings.Contains(target, `platform = ":linux_`+arch+`"`) {
+			t.Errorf("image_%s:\n%s", arch, target)
+		}
+		p := starlarkCall(t, build, "platform", "linux_"+arch)
+		if !strings.Contains(p, `"@platforms//cpu:`+cpu+`"`) || !strings.Contains(p, `"@platforms//os:linux"`) {
+			t.Errorf("linux_%s:\n%s", arch, p)
+		}
+		// The image's select maps that CPU to the same architecture.
+		cs := starlarkCall(t, build, "config_setting", arch)
+		if !strings.Contains(cs, `"@platforms//cpu:`+cpu+`"`) {
+			t.Errorf("config_setting %s:\n%s", arch, cs)
+		}
+	}
+	if !strings.Contains(rules, `outputs = ["//command_line_option:platforms"]`) || !strings.Contains(rules, "cfg = _platform_transition") {
+		t.Error("image.bzl: platform_image does not transition its image to the platform")
+	}
+	if !strings.Contains(starlarkCall(t, daemon, "go_binary", "pulse-sidecar"), `pure = "on"`) {
+		t.Error(`cmd/pulse-sidecar: go_binary is not pure = "on" (CGO_ENABLED=0)`)
+	}
+}
