@@ -112,3 +112,59 @@ func BenchmarkNewLayer(b *testing.B) {
 		}
 	}
 }
+
+func platformImage(t *testing.T, content, arch, variant string) v1.Image {
+	t.Helper()
+	l, err := oci.NewLayerFromTar(ocitest.Tar(t, "etc/x", content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := oci.Assemble(oci.Image{Created: ocitest.Epoch, OS: "linux", Architecture: arch, Variant: variant, Layers: []oci.Layer{{Layer: l, CreatedBy: "x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// TestAssembleIndex: one entry per image in the given order, each with its
+// image's platform; the same images give the same index; two images of one
+// platform are refused.
+func TestAssembleIndex(t *testing.T) {
+	amd, arm := platformImage(t, "a", "amd64", ""), platformImage(t, "b", "arm64", "v8")
+	idx, err := oci.AssembleIndex([]v1.Image{amd, arm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Index(idx); err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.MediaType != types.OCIImageIndex || len(m.Manifests) != 2 {
+		t.Fatalf("index %s with %d entries", m.MediaType, len(m.Manifests))
+	}
+	for i, want := range []struct {
+		img      v1.Image
+		platform string
+	}{{amd, "linux/amd64"}, {arm, "linux/arm64/v8"}} {
+		d := m.Manifests[i]
+		if d.Digest != ocitest.Digest(t, want.img) || d.MediaType != types.OCIManifestSchema1 || d.Platform == nil || oci.PlatformString(*d.Platform) != want.platform {
+			t.Errorf("entry %d: %+v, want %s %s", i, d, want.platform, ocitest.Digest(t, want.img))
+		}
+	}
+	again, _ := oci.AssembleIndex([]v1.Image{platformImage(t, "a", "amd64", ""), platformImage(t, "b", "arm64", "v8")})
+	d1, _ := idx.Digest()
+	if d2, _ := again.Digest(); d1 != d2 {
+		t.Fatalf("same images, index digests %s and %s", d1, d2)
+	}
+	if swapped, _ := oci.AssembleIndex([]v1.Image{arm, amd}); swapped != nil {
+		if d3, _ := swapped.Digest(); d3 == d1 {
+			t.Fatal("the order of the entries does not reach the digest")
+		}
+	}
+	if _, err := oci.AssembleIndex([]v1.Image{amd, platformImage(t, "c", "amd64", "")}); err == nil || !strings.Contains(err.Error(), "linux/amd64") {
+		t.Fatalf("two amd64 images: %v", err)
+	}
+}
