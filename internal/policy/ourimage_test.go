@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
@@ -36,13 +37,12 @@ func TestOurImagePasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	lock := &debian.Lock{
 		Version: debian.LockVersion, Distribution: "debian-12", Architectures: []string{"amd64"},
 		Requested: []string{"pulseaudio"},
 		Suites:    []debian.LockSuite{{Archive: "debian", Suite: "bookworm", Date: "2025-05-17T09:00:00Z", Snapshot: "20250520T000000Z"}},
 	}
-	debs := map[string]string{}
+	debs := fstest.MapFS{}
 	for _, p := range []debtest.Package{
 		{Name: "libblas3", Version: "3.11.0-2", Data: []debtest.Entry{
 			debtest.File("./usr/lib/x86_64-linux-gnu/blas/libblas.so.3", "\x7fELF blas"),
@@ -58,11 +58,7 @@ func TestOurImagePasses(t *testing.T) {
 		b := debtest.Deb(t, p)
 		sum := sha256.Sum256(b)
 		h := hex.EncodeToString(sum[:])
-		file := filepath.Join(dir, h)
-		if err := os.WriteFile(file, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		debs[h] = file
+		debs[h] = &fstest.MapFile{Data: b}
 		lock.Packages = append(lock.Packages, debian.LockedPackage{
 			Name: p.Name, Version: p.Version, Architecture: "amd64", ForArch: "amd64",
 			Archive: "debian", Suite: "bookworm", Size: int64(len(b)), SHA256: h,
@@ -70,8 +66,9 @@ func TestOurImagePasses(t *testing.T) {
 		})
 	}
 	created := time.Unix(1747472400, 0).UTC()
-	img, err := build.Image(build.Inputs{
+	res, err := build.Build(build.Inputs{
 		Spec: s, Lock: lock, Arch: "amd64", Debs: debs,
+		Files:   os.DirFS(filepath.Join("..", "..", "image")),
 		Daemon:  []byte("\x7fELF pulse-sidecar daemon"),
 		Version: "1.2.3", Revision: "0123abc",
 		Created: created,
@@ -79,6 +76,7 @@ func TestOurImagePasses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("building our image: %v", err)
 	}
+	img := res.Image
 	vs, err := Check(img, ourOptions(lock, created))
 	if err != nil {
 		t.Fatal(err)
