@@ -43,6 +43,7 @@ func fixture(t *testing.T) Inputs {
 		{Name: "liblapack3", Version: "3.11.0-2", DataExt: ".gz", Data: []debtest.Entry{
 			debtest.File("./usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3", "\x7fELF lapack"),
 		}},
+		baseFiles,
 		{Name: "pulseaudio", Version: "16.1", DataExt: ".zst", MD5Sums: "0123456789abcdef0123456789abcdef  usr/bin/pulseaudio\n", Data: []debtest.Entry{
 			{Name: "./usr/bin/pulseaudio", Mode: 0o4755, Body: "\x7fELF pulse"},
 			debtest.File("./usr/share/man/man1/pulseaudio.1.gz", "manual"),
@@ -75,6 +76,41 @@ func fixture(t *testing.T) Inputs {
 		Version: "1.2.3", Revision: "abc123",
 		Created: time.Unix(1747472400, 0),
 	}
+}
+
+// osRelease is bookworm's /usr/lib/os-release, as base-files ships it.
+const osRelease = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+HOME_URL="https://www.debian.org/"
+SUPPORT_URL="https://www.debian.org/support"
+BUG_REPORT_URL="https://bugs.debian.org/"
+`
+
+// baseFiles stands in for Debian's base-files: the OS identity files the
+// image takes from it, beside the skeleton of a whole system it does not.
+var baseFiles = debtest.Package{
+	Name: "base-files", Version: "12.4+deb12u15", DataExt: ".xz",
+	MD5Sums: "4ef3d1ab0d5f4ce6fc4bd5ad1bd4bd02  etc/debian_version\n" +
+		"3d1ab0d5f4ce6fc4bd5ad1bd4bd02f4e  etc/issue\n" +
+		"f4ce6fc4bd5ad1bd4bd024ef3d1ab0d5  usr/lib/os-release\n" +
+		"d1bd4bd024ef3d1ab0d5f4ce6fc4bd5a  usr/share/common-licenses/GPL-2\n" +
+		"5ad1bd4bd024ef3d1ab0d5f4ce6fc4bd  usr/share/doc/base-files/copyright\n",
+	Data: []debtest.Entry{
+		debtest.Dir("./"),
+		debtest.Dir("./etc/"),
+		debtest.File("./etc/debian_version", "12.15\n"),
+		debtest.File("./etc/issue", "Debian GNU/Linux 12 \\n \\l\n"),
+		debtest.Symlink("./etc/os-release", "../usr/lib/os-release"),
+		{Name: "./tmp/", Type: tar.TypeDir, Mode: 0o1777},
+		{Name: "./var/local/", Type: tar.TypeDir, Mode: 0o2775, Gid: 50},
+		debtest.File("./usr/lib/os-release", osRelease),
+		debtest.File("./usr/share/common-licenses/GPL-2", "GNU GENERAL PUBLIC LICENSE"),
+		debtest.File("./usr/share/doc/base-files/copyright", "This is the Debian prepackaged version of the FSSTND."),
+	},
 }
 
 type entry struct {
@@ -165,6 +201,28 @@ func TestImageIsReproducibleAndShaped(t *testing.T) {
 	check("/usr/lib/x86_64-linux-gnu/libblas.so.3", tar.TypeSymlink, 0o777, 0, 0)
 	check("/usr/share/doc/libblas3/copyright", tar.TypeReg, 0o644, 0, 0)
 	check("/var/lib/dpkg/status.d/pulseaudio", tar.TypeReg, 0o644, 0, 0)
+	// OS identity from base-files, and nothing else of it.
+	check("/etc/os-release", tar.TypeSymlink, 0o777, 0, 0)
+	if fs["/etc/os-release"].hdr.Linkname != "../usr/lib/os-release" || fs["/usr/lib/os-release"].body != osRelease || fs["/etc/debian_version"].body != "12.15\n" {
+		t.Errorf("OS identity: /etc/os-release -> %q, /usr/lib/os-release %q, /etc/debian_version %q",
+			fs["/etc/os-release"].hdr.Linkname, fs["/usr/lib/os-release"].body, fs["/etc/debian_version"].body)
+	}
+	for _, gone := range []string{"/etc/issue", "/var/local", "/usr/share/common-licenses"} {
+		if _, ok := fs[gone]; ok {
+			t.Errorf("%s shipped: base-files is limited to the OS identity", gone)
+		}
+	}
+	// md5sums beside each status.d entry, as syft and trivy read them in
+	// the distroless layout, listing only what the image holds.
+	if got, want := fs["/var/lib/dpkg/status.d/base-files.md5sums"].body, "4ef3d1ab0d5f4ce6fc4bd5ad1bd4bd02  etc/debian_version\n"+
+		"f4ce6fc4bd5ad1bd4bd024ef3d1ab0d5  usr/lib/os-release\n"+
+		"5ad1bd4bd024ef3d1ab0d5f4ce6fc4bd  usr/share/doc/base-files/copyright\n"; got != want {
+		t.Errorf("base-files.md5sums:\n%s\nwant\n%s", got, want)
+	}
+	if !strings.Contains(fs["/var/lib/dpkg/status.d/base-files"].body, "Package: base-files\nStatus: install ok installed\n") {
+		t.Errorf("status.d/base-files:\n%s", fs["/var/lib/dpkg/status.d/base-files"].body)
+	}
+	check("/var/lib/dpkg/status.d/pulseaudio.md5sums", tar.TypeReg, 0o644, 0, 0)
 	if !strings.Contains(fs["/etc/passwd"].body, "pulse:x:102:104:") {
 		t.Errorf("/etc/passwd:\n%s", fs["/etc/passwd"].body)
 	}
