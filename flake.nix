@@ -45,7 +45,7 @@
 
       # `nix hash path` of `go mod vendor`. CI checks it against go.mod and
       # go.sum; refresh it with: go test ./internal/frontends -run VendorHash -update
-      vendorHash = "sha256-aMLYhJCIWc3kEHyfV8dCUvBmhUpO8RlQH0+1LtHc9Yc=";
+      vendorHash = "sha256-rK3/ePf6ofxdzuA34lSGieGNR5Pc6YpgQEFJCUba2HI=";
 
       # A pure evaluation sees "" for every variable, so these only take
       # effect under --impure; the defaults keep the build pure.

@@ -29,19 +29,30 @@ import (
 // libraries), one hostile setuid file, and documentation to drop.
 func fixture(t *testing.T) Inputs {
 	t.Helper()
+	return fixtureFor(t, "amd64")
+}
+
+// fixtureFor is fixture for a Debian architecture: the libraries sit
+// under its multiarch triplet, as its packages install them.
+func fixtureFor(t *testing.T, arch string) Inputs {
+	t.Helper()
 	s, err := spec.Load(filepath.Join("..", "..", "image", "spec.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	triplet, err := spec.Multiarch(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pkgs := []debtest.Package{
-		{Name: "libblas3", Version: "3.11.0-2", DataExt: ".xz", Data: []debtest.Entry{
-			debtest.Dir("./usr/lib/x86_64-linux-gnu/blas/"),
-			debtest.File("./usr/lib/x86_64-linux-gnu/blas/libblas.so.3", "\x7fELF blas"),
+		{Name: "libblas3", Version: "3.11.0-2", Arch: arch, DataExt: ".xz", Data: []debtest.Entry{
+			debtest.Dir("./usr/lib/" + triplet + "/blas/"),
+			debtest.File("./usr/lib/"+triplet+"/blas/libblas.so.3", "\x7fELF blas"),
 			debtest.File("./usr/share/doc/libblas3/copyright", "BSD"),
 			debtest.File("./usr/share/doc/libblas3/changelog.gz", "old news"),
 		}},
-		{Name: "liblapack3", Version: "3.11.0-2", DataExt: ".gz", Data: []debtest.Entry{
-			debtest.File("./usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3", "\x7fELF lapack"),
+		{Name: "liblapack3", Version: "3.11.0-2", Arch: arch, DataExt: ".gz", Data: []debtest.Entry{
+			debtest.File("./usr/lib/"+triplet+"/lapack/liblapack.so.3", "\x7fELF lapack"),
 		}},
 		baseFiles,
 		{Name: "pulseaudio", Version: "16.1", DataExt: ".zst", MD5Sums: "0123456789abcdef0123456789abcdef  usr/bin/pulseaudio\n", Data: []debtest.Entry{
@@ -50,27 +61,28 @@ func fixture(t *testing.T) Inputs {
 		}},
 	}
 	lock := &debian.Lock{
-		Version: debian.LockVersion, Distribution: "debian-12", Architectures: []string{"amd64"},
+		Version: debian.LockVersion, Distribution: "debian-12", Architectures: []string{arch},
 		Requested: []string{"pulseaudio"},
 		Suites:    []debian.LockSuite{{Archive: "debian", Suite: "bookworm", Date: "2025-05-17T09:00:00Z", Snapshot: "20250520T000000Z"}},
 	}
 	debs := fstest.MapFS{}
 	for _, p := range pkgs {
+		p.Arch = arch
 		b := debtest.Deb(t, p)
 		sum := sha256.Sum256(b)
 		h := hex.EncodeToString(sum[:])
 		debs[h] = &fstest.MapFile{Data: b}
 		lock.Packages = append(lock.Packages, debian.LockedPackage{
-			Name: p.Name, Version: p.Version, Architecture: "amd64", ForArch: "amd64",
+			Name: p.Name, Version: p.Version, Architecture: arch, ForArch: arch,
 			Archive: "debian", Suite: "bookworm", Size: int64(len(b)), SHA256: h,
-			Filename: fmt.Sprintf("pool/main/%c/%s/%s_%s_amd64.deb", p.Name[0], p.Name, p.Name, p.Version),
+			Filename: fmt.Sprintf("pool/main/%c/%s/%s_%s_%s.deb", p.Name[0], p.Name, p.Name, p.Version, arch),
 		})
 	}
 	if err := lock.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	return Inputs{
-		Spec: s, Lock: lock, Arch: "amd64", Debs: debs,
+		Spec: s, Lock: lock, Arch: arch, Debs: debs,
 		Files:   os.DirFS(filepath.Join("..", "..", "image")),
 		Daemon:  []byte("\x7fELF pulse-sidecar daemon"),
 		Version: "1.2.3", Revision: "abc123",
@@ -436,5 +448,40 @@ func TestDebOfAnotherSizeIsRefused(t *testing.T) {
 	_, err := Build(in)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("or more, lock pins %d", lapack.Size)) {
 		t.Fatalf("extended .deb: %v", err)
+	}
+}
+
+// TestArm64PathsFollowTheArchitecture: every path naming the multiarch
+// triplet comes from the architecture built, not from amd64. An arm64
+// image whose alternatives pointed into x86_64-linux-gnu had an ffmpeg that
+// could not find libblas.so.3.
+func TestArm64PathsFollowTheArchitecture(t *testing.T) {
+	in := fixtureFor(t, "arm64")
+	img := image(t, in)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.Architecture != "arm64" || cf.Variant != "v8" {
+		t.Errorf("platform %s/%s, want arm64/v8", cf.Architecture, cf.Variant)
+	}
+	fs := flatten(t, img)
+	for link, want := range map[string]string{
+		"/usr/lib/aarch64-linux-gnu/libblas.so.3":            "/etc/alternatives/libblas.so.3-aarch64-linux-gnu",
+		"/etc/alternatives/libblas.so.3-aarch64-linux-gnu":   "/usr/lib/aarch64-linux-gnu/blas/libblas.so.3",
+		"/usr/lib/aarch64-linux-gnu/liblapack.so.3":          "/etc/alternatives/liblapack.so.3-aarch64-linux-gnu",
+		"/etc/alternatives/liblapack.so.3-aarch64-linux-gnu": "/usr/lib/aarch64-linux-gnu/lapack/liblapack.so.3",
+	} {
+		if e, ok := fs[link]; !ok || e.hdr.Typeflag != tar.TypeSymlink || e.hdr.Linkname != want {
+			t.Errorf("%s: %+v, want a symlink to %s", link, e.hdr, want)
+		}
+	}
+	for p := range fs {
+		if strings.Contains(p, "x86_64") {
+			t.Errorf("arm64 image has %s", p)
+		}
+	}
+	if !strings.Contains(fs["/var/lib/dpkg/status.d/libblas3"].body, "Architecture: arm64\n") {
+		t.Errorf("status.d/libblas3:\n%s", fs["/var/lib/dpkg/status.d/libblas3"].body)
 	}
 }
