@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -50,6 +51,12 @@ func TestOurImagePasses(t *testing.T) {
 		{Name: "liblapack3", Version: "3.11.0-2", Data: []debtest.Entry{
 			debtest.File("./usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3", "\x7fELF lapack"),
 		}},
+		{Name: "base-files", Version: "12.4+deb12u15", Data: []debtest.Entry{
+			debtest.File("./etc/debian_version", "12.15\n"),
+			debtest.Symlink("./etc/os-release", "../usr/lib/os-release"),
+			debtest.File("./usr/lib/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n"),
+			{Name: "./tmp/", Type: tar.TypeDir, Mode: 0o1777},
+		}},
 		{Name: "pulseaudio", Version: "16.1+dfsg1-2+b1", Data: []debtest.Entry{
 			{Name: "./usr/bin/pulseaudio", Mode: 0o4755, Body: "\x7fELF pulse"},
 			debtest.File("./usr/share/doc/pulseaudio/copyright", "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: LGPL-2.1+\n"),
@@ -89,7 +96,7 @@ func TestOurImagePasses(t *testing.T) {
 	// naming the package.
 	other := *lock
 	other.Packages = append([]debian.LockedPackage(nil), lock.Packages...)
-	other.Packages[2].Version = "16.1+dfsg1-2+b2"
+	other.Packages[3].Version = "16.1+dfsg1-2+b2"
 	vs, err = Check(img, ourOptions(&other, created))
 	if err != nil {
 		t.Fatal(err)
