@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,13 +23,18 @@ const syft = "github.com/anchore/syft/cmd/syft@v1.57.1"
 // syftReport is the part of `syft -o json` the test reads.
 type syftReport struct {
 	Distro struct {
-		ID        string `json:"id"`
-		VersionID string `json:"versionID"`
+		ID              string `json:"id"`
+		VersionID       string `json:"versionID"`
+		VersionCodename string `json:"versionCodename"`
 	} `json:"distro"`
 	Artifacts []struct {
-		Name    string `json:"name"`
-		Version string `json:"version"`
-		Type    string `json:"type"`
+		Name      string `json:"name"`
+		Version   string `json:"version"`
+		Type      string `json:"type"`
+		PURL      string `json:"purl"`
+		Locations []struct {
+			Path string `json:"path"`
+		} `json:"locations"`
 	} `json:"artifacts"`
 }
 
@@ -78,8 +84,11 @@ func TestScannerSeesDebian12(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("syft output: %v\n%s", err, tail(stdout.String(), 10))
 	}
-	if rep.Distro.ID != "debian" || rep.Distro.VersionID != "12" {
-		t.Errorf("syft sees distro %q %q, want debian 12", rep.Distro.ID, rep.Distro.VersionID)
+	// syft takes VERSION_ID from /etc/debian_version when it is finer
+	// ("12.15", the point release), as on any Debian 12 system.
+	major, _, _ := strings.Cut(rep.Distro.VersionID, ".")
+	if rep.Distro.ID != "debian" || major != "12" || rep.Distro.VersionCodename != "bookworm" {
+		t.Errorf("syft sees distro %q %q %q, want debian 12 bookworm", rep.Distro.ID, rep.Distro.VersionID, rep.Distro.VersionCodename)
 	}
 
 	want := map[string]string{}
@@ -87,6 +96,7 @@ func TestScannerSeesDebian12(t *testing.T) {
 		want[p.Name] = p.Version
 	}
 	got := map[string]string{}
+	withSums := 0
 	for _, a := range rep.Artifacts {
 		if a.Type != "deb" {
 			continue // the daemon's Go modules
@@ -95,6 +105,19 @@ func TestScannerSeesDebian12(t *testing.T) {
 			t.Errorf("syft lists %s twice (%s, %s)", a.Name, v, a.Version)
 		}
 		got[a.Name] = a.Version
+		if !strings.Contains(a.PURL, "distro=debian-12") {
+			t.Errorf("%s: purl %q names no Debian 12 distro: advisories would not match", a.Name, a.PURL)
+		}
+		for _, l := range a.Locations {
+			if l.Path == "/var/lib/dpkg/status.d/"+a.Name+".md5sums" {
+				withSums++
+			}
+		}
+	}
+	// The md5sums beside the status.d entries give syft each package's
+	// files (every Debian 12 package in the lock ships an md5sums).
+	if withSums != len(got) {
+		t.Errorf("syft read the .md5sums of %d of %d packages", withSums, len(got))
 	}
 	var diffs []string
 	for n, v := range want {
@@ -111,7 +134,7 @@ func TestScannerSeesDebian12(t *testing.T) {
 	for _, d := range diffs {
 		t.Error(d)
 	}
-	t.Logf("syft: %s %s, %d Debian packages (lock: %d for %s)", rep.Distro.ID, rep.Distro.VersionID, len(got), len(want), cf.Architecture)
+	t.Logf("syft: %s %s, %d Debian packages (lock: %d for %s), %d with their .md5sums", rep.Distro.ID, rep.Distro.VersionID, len(got), len(want), cf.Architecture, withSums)
 }
 
 func orNone(v string) string {
