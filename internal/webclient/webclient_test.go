@@ -166,9 +166,15 @@ type testServer struct {
 	mu        sync.Mutex
 	speakerQs []url.Values
 	mics      []micConn
+	flaky     []time.Time // attempts on /flaky, then when its first connection ended
+	flakyEnd  time.Time
 }
 
 func (s *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/flaky" {
+		s.serveFlaky(w, r)
+		return
+	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		Handler().ServeHTTP(w, r)
 		return
@@ -191,6 +197,30 @@ func (s *testServer) serveSpeaker(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.speakerQs = append(s.speakerQs, r.URL.Query())
 	s.mu.Unlock()
+	s.stream(w, r, s.speaker)
+}
+
+// serveFlaky is a speaker that goes away: its first connection carries
+// 30 pages and ends, the next two attempts are refused, the fourth plays.
+func (s *testServer) serveFlaky(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	n := len(s.flaky)
+	s.flaky = append(s.flaky, time.Now())
+	s.mu.Unlock()
+	switch n {
+	case 0:
+		s.stream(w, r, s.speaker[:32])
+		s.mu.Lock()
+		s.flakyEnd = time.Now()
+		s.mu.Unlock()
+	case 1, 2:
+		http.Error(w, "restarting", http.StatusServiceUnavailable)
+	default:
+		s.stream(w, r, s.speaker)
+	}
+}
+
+func (s *testServer) stream(w http.ResponseWriter, r *http.Request, pages []ogg.Page) {
 	if r.URL.Query().Get("codec") != "opus" {
 		http.Error(w, "codec", http.StatusBadRequest)
 		return
@@ -210,7 +240,7 @@ func (s *testServer) serveSpeaker(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	due := time.Now()
-	for _, p := range s.speaker {
+	for _, p := range pages {
 		if p.Kind == ogg.KindAudio {
 			due = due.Add(10 * time.Millisecond)
 			select {
@@ -271,6 +301,15 @@ type driveResult struct {
 		StatsSecond speakerStats
 		UI          map[string]any
 	} `json:"speaker"`
+	Reconnect struct {
+		States []string
+		Stats  speakerStats
+	} `json:"reconnect"`
+	NoWebCodecs struct {
+		Notice      string
+		PlayEnabled bool
+		Mic         micResult
+	} `json:"nowebcodecs"`
 	MicOpus micResult `json:"mic_opus"`
 	MicPCM  micResult `json:"mic_pcm"`
 	Logs    []string  `json:"logs"`
@@ -290,7 +329,7 @@ type speakerStats struct {
 	Underruns, Dropped      int
 	LatencyMs               *float64
 	Decoded, Pages, Streams int
-	Errors                  int
+	Errors, Reconnects      int
 }
 
 type micResult struct {
@@ -546,9 +585,47 @@ func TestBrowser(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if len(mics) != 2 {
-		t.Fatalf("%d microphone connections, want 2 (opus, pcm)", len(mics))
+	if len(mics) != 3 {
+		t.Fatalf("%d microphone connections, want 3 (opus, pcm, pcm without WebCodecs)", len(mics))
 	}
+
+	t.Run("reconnect", func(t *testing.T) {
+		rc := r.Reconnect
+		t.Logf("states %v, stats %+v", rc.States, rc.Stats)
+		if rc.Stats.State != "playing" || rc.Stats.Reconnects != 3 || rc.Stats.Streams != 2 || rc.Stats.Errors != 2 || rc.Stats.LastError != "" {
+			t.Errorf("after a closed and two refused connections: %+v; want playing again, 3 reconnects, 2 streams, 2 errors, none left", rc.Stats)
+		}
+		s.mu.Lock()
+		at, end := append([]time.Time(nil), s.flaky...), s.flakyEnd
+		s.mu.Unlock()
+		if len(at) != 4 {
+			t.Fatalf("%d attempts on the flaky speaker, want 4", len(at))
+		}
+		// The delay doubles from 0.5 s, give or take a quarter.
+		gaps := []time.Duration{at[1].Sub(end), at[2].Sub(at[1]), at[3].Sub(at[2])}
+		t.Logf("reconnected after %v", gaps)
+		for i, g := range gaps {
+			lo := time.Duration(float64(500*time.Millisecond<<i) * 0.75)
+			if g < lo || g > 3*lo {
+				t.Errorf("reconnect %d after %v, want about %v", i+1, g, 500*time.Millisecond<<i)
+			}
+		}
+	})
+
+	t.Run("without_webcodecs", func(t *testing.T) {
+		nw := r.NoWebCodecs
+		t.Logf("notice %q; microphone %+v", nw.Notice, nw.Mic)
+		if !strings.Contains(nw.Notice, "no WebCodecs") || nw.PlayEnabled {
+			t.Errorf("without WebCodecs the page says %q, Play enabled %v; want it to say why and disable Play", nw.Notice, nw.PlayEnabled)
+		}
+		if nw.Mic.Stats.Codec != "pcm" || !strings.Contains(nw.Mic.Stats.Reason, "no WebCodecs") || nw.Mic.Stats.Sent == 0 {
+			t.Errorf("microphone without WebCodecs: %+v, want PCM with the reason", nw.Mic.Stats)
+		}
+		q := mics[2].query
+		if q.Get("format") != "float32le" || q.Get("rate") == "" || len(mics[2].msgs) == 0 {
+			t.Errorf("microphone without WebCodecs sent %d messages with query %v", len(mics[2].msgs), q)
+		}
+	})
 
 	t.Run("microphone_opus", func(t *testing.T) {
 		m, st := mics[0], r.MicOpus

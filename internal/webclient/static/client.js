@@ -355,7 +355,11 @@ class Speaker extends Client {
       this.counts.skipped++;
       return;
     }
-    this._retry = 0;
+    if (this._retry) {
+      // Audio again: the trouble that made it reconnect is over.
+      this._retry = 0;
+      this.lastError = '';
+    }
     let pkts = p.packets;
     if (p.continued) {
       if (this._partial) pkts = [concat(this._partial, pkts[0]), ...pkts.slice(1)];
@@ -625,7 +629,11 @@ class Microphone extends Client {
     ws.binaryType = 'arraybuffer';
     this._ws = ws;
     if (this._state !== 'blocked') this._set('connecting');
-    ws.onopen = () => { this._retry = 0; if (this._state !== 'blocked') this._set('open'); };
+    ws.onopen = () => {
+      this._retry = 0;
+      this.lastError = '';
+      if (this._state !== 'blocked') this._set('open');
+    };
     ws.onerror = () => this._error(`websocket ${this.url} failed`);
     ws.onclose = (e) => {
       this._ws = null;

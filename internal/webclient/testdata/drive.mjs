@@ -148,6 +148,47 @@ try {
       return { state, stats: mic.stats() };
     }, format);
   }
+
+  // A speaker that goes away comes back with growing delays.
+  result.reconnect = await page.evaluate(async () => {
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const m = await import('./client.js');
+    const url = new URL('flaky', window.pulseSidecar.endpoints.speaker).href;
+    const s = m.connectSpeaker(url);
+    await s.ready;
+    const states = [];
+    for (let i = 0; i < 300; i++) {
+      if (states[states.length - 1] !== s.state) states.push(s.state);
+      if (s.reconnects >= 3 && s.state === 'playing') break;
+      await sleep(50);
+    }
+    const stats = s.stats();
+    s.close();
+    return { states, stats };
+  });
+
+  // Without WebCodecs (an old browser): the page says why, the speaker
+  // cannot play, the microphone button sends PCM with its rate.
+  const old = await context.newPage();
+  old.on('console', (m) => logs.push(`nowebcodecs ${m.type()}: ${m.text()}`));
+  await old.addInitScript(() => { delete window.AudioDecoder; delete window.AudioEncoder; });
+  await old.goto(opt.page);
+  await old.waitForFunction(() => window.pulseSidecar);
+  await old.click('#mic');
+  result.nowebcodecs = await old.evaluate(async () => {
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const mic = window.pulseSidecar.microphone;
+    await mic.ready;
+    for (let i = 0; i < 100 && mic.state !== 'open'; i++) await sleep(50);
+    await sleep(1000);
+    const state = mic.state;
+    await mic.close();
+    return {
+      notice: document.getElementById('notice').textContent,
+      playEnabled: !document.getElementById('play').disabled,
+      mic: { state, stats: mic.stats() },
+    };
+  });
 } finally {
   await context.close();
 }
