@@ -290,6 +290,7 @@ type driveResult struct {
 		Opus   struct{ Decode, Encode bool } `json:"opus"`
 		Table  []endpointsJS                 `json:"table"`
 		Notice string                        `json:"notice"`
+		TOC    [][]int                       `json:"toc"`
 	} `json:"page"`
 	Autoplay struct{ Before, After string } `json:"autoplay"`
 	Speaker  struct {
@@ -520,6 +521,21 @@ func TestBrowser(t *testing.T) {
 		}
 		if !r.Page.Opus.Decode || !r.Page.Opus.Encode || r.Page.Notice != "" {
 			t.Errorf("opus support %+v, notice %q", r.Page.Opus, r.Page.Notice)
+		}
+		// The page's packet durations are the ogg package's.
+		if len(r.Page.TOC) != 256 {
+			t.Fatalf("%d TOC results", len(r.Page.TOC))
+		}
+		for toc, got := range r.Page.TOC {
+			for i, p := range [][]byte{{byte(toc)}, {byte(toc), 0}, {byte(toc), 3}, {byte(toc), 0x3f}, {byte(toc), 0x85}} {
+				want, err := ogg.PacketSamples(p)
+				if err != nil {
+					want = 0
+				}
+				if got[i] != want {
+					t.Errorf("opusPacketSamples(%x) = %d in the page, %d in Go", p, got[i], want)
+				}
+			}
 		}
 	})
 

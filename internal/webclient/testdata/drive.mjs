@@ -82,6 +82,9 @@ try {
       opus: await m.opusSupport(),
       table: hrefs.map((h) => ({ href: h, ...m.endpoints(h) })),
       notice: document.getElementById('notice').textContent,
+      // opusPacketSamples of every TOC byte, alone and with a few second bytes.
+      toc: Array.from({ length: 256 }, (_, t) => [[t], [t, 0], [t, 3], [t, 0x3f], [t, 0x85]]
+        .map((p) => m.opusPacketSamples(new Uint8Array(p)))),
     };
   });
 
