@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/microphone"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/ogg"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
@@ -154,6 +155,7 @@ func encodeSine(t *testing.T, ffmpeg string, seconds float64) (headers, audio []
 type micConn struct {
 	query url.Values
 	msgs  [][]byte
+	at    []time.Time // when each message arrived
 }
 
 // testServer serves Handler on / and the test's websockets: the speaker on
@@ -272,6 +274,7 @@ func (s *testServer) serveMicrophone(w http.ResponseWriter, r *http.Request) {
 		}
 		if typ == websocket.BinaryMessage {
 			mc.msgs = append(mc.msgs, b)
+			mc.at = append(mc.at, time.Now())
 		}
 	}
 	s.mu.Lock()
@@ -682,6 +685,24 @@ func TestBrowser(t *testing.T) {
 		d := checkTone(t, "pcm microphone", all, st.Stats.Rate, 440, 2)
 		if sent := float64(len(all)) / float64(st.Stats.Rate); d < sent-0.3 || d > sent+0.05 {
 			t.Errorf("%.2f s of tone in %.2f s sent", d, sent)
+		}
+		// The rate detector for undeclared streams, on a real
+		// browser's arrival times.
+		for i, c := range []micConn{m, mics[2]} {
+			det := microphone.NewRateDetector(nil, 0)
+			rate, ok := 0, false
+			for j, b := range c.msgs {
+				if rate, ok = det.Observe(c.at[j], len(b)/4); ok {
+					break
+				}
+			}
+			if !ok {
+				rate, ok = det.Check(det.Deadline())
+			}
+			t.Logf("connection %d: detected %d Hz (%v) from Chromium's arrivals, declared %s", i, rate, ok, c.query.Get("rate"))
+			if fmt.Sprint(rate) != c.query.Get("rate") {
+				t.Errorf("the rate detector found %d Hz in a stream declared %s Hz", rate, c.query.Get("rate"))
+			}
 		}
 	})
 }

@@ -551,6 +551,7 @@ class Microphone extends Client {
     this.format = opts.format || 'auto'; // auto | opus | pcm
     this.bitrate = opts.bitrate || 32000;
     this.frameMs = opts.frameMs || 20;
+    this.sampleRate = opts.sampleRate || 0; // of the AudioContext; 0: 48000 for Opus, the device's for PCM
     // Audio the socket could not send yet, beyond which new audio is
     // dropped: a microphone late by seconds is worse than a gap.
     this.maxBufferedMs = opts.maxBufferedMs || 300;
@@ -582,8 +583,10 @@ class Microphone extends Client {
     this._stream = await navigator.mediaDevices.getUserMedia({ audio: this.constraints, video: false });
     if (this._closed) { this._stopTracks(); return; }
     // Opus encodes at 48 kHz whatever the input; a 48 kHz context saves
-    // the encoder a resampling step. PCM keeps the device's rate.
-    this.context = new AudioContext(this.codec === 'opus' ? { sampleRate: OPUS_RATE } : {});
+    // the encoder a resampling step. PCM keeps the device's rate unless
+    // told otherwise (the rate is declared either way).
+    const sampleRate = this.sampleRate || (this.codec === 'opus' ? OPUS_RATE : undefined);
+    this.context = new AudioContext(sampleRate ? { sampleRate } : {});
     const ctx = this.context;
     await ctx.audioWorklet.addModule(new URL('./worklet.js', import.meta.url));
     if (this._closed) return;
@@ -767,7 +770,8 @@ export function connectSpeaker(url, opts = {}) {
  * Sends the microphone to the microphone websocket at url.
  * @param {string} url ws:// or wss:// URL of the microphone (see endpoints)
  * @param {{token?: string, constraints?: MediaTrackConstraints, format?: 'auto'|'opus'|'pcm',
- *   bitrate?: number, frameMs?: number, onstate?: (state: string) => void}} [opts]
+ *   bitrate?: number, frameMs?: number, sampleRate?: number, maxBufferedMs?: number,
+ *   onstate?: (state: string) => void}} [opts]
  * @returns {{close(): Promise<void>, stats(): object, readonly state: string,
  *   ready: Promise<void>}}
  */

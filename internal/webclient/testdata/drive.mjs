@@ -139,8 +139,10 @@ try {
     result[`mic_${format}`] = await page.evaluate(async (format) => {
       const m = await import('./client.js');
       const ep = window.pulseSidecar.endpoints;
+      // PCM at 48 kHz, the usual device rate; headless Chromium's own is
+      // 44100, which the page without WebCodecs below uses.
       const mic = m.connectMicrophone(ep.microphone, {
-        token: ep.token, format,
+        token: ep.token, format, sampleRate: format === 'pcm' ? 48000 : undefined,
         constraints: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
       });
       await mic.ready;
