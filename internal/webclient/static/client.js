@@ -232,19 +232,25 @@ class Client {
 }
 
 // resumeOnGesture resumes ctx at the page's next click or key press: the
-// autoplay policy leaves a context created without one suspended.
+// autoplay policy leaves a context created without one suspended. Whatever
+// resumes it (that gesture, or any other activation letting an earlier
+// resume() through), onResumed is called once.
 function resumeOnGesture(ctx, onResumed) {
   const events = ['pointerdown', 'keydown', 'touchend'];
-  const go = () => {
-    ctx.resume().then(() => {
-      if (ctx.state === 'running') {
-        events.forEach((e) => document.removeEventListener(e, go, true));
-        onResumed();
-      }
-    }, () => {});
+  const stop = () => {
+    events.forEach((e) => document.removeEventListener(e, go, true));
+    ctx.removeEventListener('statechange', changed);
   };
+  const changed = () => {
+    if (ctx.state === 'running') {
+      stop();
+      onResumed();
+    }
+  };
+  const go = () => { ctx.resume().catch(() => {}); };
   events.forEach((e) => document.addEventListener(e, go, true));
-  return () => events.forEach((e) => document.removeEventListener(e, go, true));
+  ctx.addEventListener('statechange', changed);
+  return stop;
 }
 
 class Speaker extends Client {
@@ -419,6 +425,11 @@ class Speaker extends Client {
   _decode(pkt, start, n, now) {
     const d = this._decoder;
     if (!d || d.state !== 'configured') return;
+    if (this.context.state !== 'running') {
+      // Blocked or suspended: nothing would play it.
+      this.counts.skipped++;
+      return;
+    }
     if (d.decodeQueueSize > this.maxFrames * 2) {
       // The decoder is behind: what it would produce gets dropped
       // by the jitter buffer anyway.
