@@ -4,6 +4,7 @@
 //
 //	sidecar-bench fanout  --fifo F --ws URL --pid PID [--listeners 1,10,100,1000,2000] [--slow K]
 //	sidecar-bench latency --ws URL --pulse-server unix:SOCK [--pulse-cookie FILE] [--bursts 20]
+//	                      [--breakdown --pid PID] [--proof-delay 100ms]
 //	sidecar-bench churn   --ws URL --pid PID [--cycles 10000 --cycle-rate 200]
 package main
 
@@ -88,7 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	paplay := latFS.String("paplay", "paplay", "paplay binary")
 	ffmpeg := latFS.String("ffmpeg", "ffmpeg", "ffmpeg binary (the listener's decoder)")
 	player := latFS.String("player", "paplay", "paplay: one paplay per burst (its start counts); pacat: one real-time pacat stream")
-	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat")
+	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat and as --breakdown's PCM recorder")
+	breakdown := latFS.Bool("breakdown", false, "also time the bursts at a PCM recorder and at a copy of the relay's encoder (needs --pid)")
+	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long; the run must report it back")
 
 	churnFS, churnO := newFlags("churn")
 	cycles := churnFS.Int("cycles", 10000, "connect/disconnect cycles")
@@ -146,7 +149,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			stream := ""
 			switch *player {
 			case "paplay":
+				if *breakdown {
+					stream = *pacat
+				}
 			case "pacat":
+				if *breakdown {
+					return errors.New("--breakdown times paplay bursts; it uses pacat as its recorder")
+				}
 				stream = *pacat
 			default:
 				return fmt.Errorf("--player %q: want paplay or pacat", *player)
@@ -157,7 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			l := &bench.Latency{
 				Target: latO.target(), PulseServer: latO.pulseServer, CookieFile: latO.cookie,
 				Paplay: *paplay, Pacat: stream, FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
-				Background: *background, Progress: stderr,
+				Background: *background, Breakdown: *breakdown, ProofDelay: *proofDelay, Progress: stderr,
 			}
 			r, err := l.Run(ctx)
 			result = r

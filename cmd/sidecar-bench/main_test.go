@@ -134,15 +134,22 @@ func TestFanoutAgainstDaemon(t *testing.T) {
 	}
 }
 
+// The latency run against the real daemon, with its own proof: a second
+// listener behind a proxy that delays the stream by 100 ms must measure
+// 100 ms more, within 10 ms, over 20 bursts. Both listeners hear the same
+// bursts, so the load of the machine cancels out of the difference.
 func TestLatencyAgainstDaemon(t *testing.T) {
 	paplay := testenv.Tool(t, "paplay")
+	pacat := testenv.Tool(t, "pacat")
+	testenv.Tool(t, "pactl")
 	d := startDaemon(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
 	err := run(ctx, []string{"latency", "--ws", d.ws, "--metrics", "http://" + d.ops + "/metrics",
 		"--pulse-server", "unix:" + d.pulseSock, "--pulse-cookie", filepath.Join(d.runDir, "cookie"),
-		"--paplay", paplay, "--ffmpeg", testenv.Tool(t, "ffmpeg"), "--bursts", "3", "--json"}, &out, &errb)
+		"--paplay", paplay, "--pacat", pacat, "--ffmpeg", testenv.Tool(t, "ffmpeg"), "--bursts", "20",
+		"--breakdown", "--pid", fmt.Sprint(d.cmd.Process.Pid), "--proof-delay", "100ms", "--json"}, &out, &errb)
 	if err != nil {
 		t.Fatalf("latency: %v\n%s", err, errb.String())
 	}
@@ -150,11 +157,32 @@ func TestLatencyAgainstDaemon(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatalf("latency JSON: %v\n%s", err, out.String())
 	}
-	if res.Summary.N < 2 || res.Summary.P50 <= 0 || res.Summary.P50 > 5*time.Second || res.FirstAudio <= 0 {
+	var table bytes.Buffer
+	res.WriteTable(&table)
+	t.Logf("latency run:\n%s", table.String())
+	if res.Summary.N < 18 || res.Summary.P50 <= 0 || res.Summary.P50 > 5*time.Second || res.FirstAudio <= 0 {
 		t.Errorf("latency result %+v looks wrong\n%s", res, errb.String())
 	}
 	if res.Cold == nil || !*res.Cold {
 		t.Errorf("the first listener of a fresh daemon should find the encoder cold: %v", res.Cold)
+	}
+	if res.Added == nil || res.Added.N < 18 {
+		t.Fatalf("the delayed listener saw too few bursts: %+v", res.Added)
+	}
+	if off := res.Added.P50 - res.ProofDelay; off < -10*time.Millisecond || off > 10*time.Millisecond {
+		t.Errorf("a %v delay was measured as %v (median of %d bursts): more than 10 ms off",
+			res.ProofDelay, res.Added.P50, res.Added.N)
+	}
+	if len(res.Stages) == 0 || len(res.Encoder) == 0 || res.Encoder[0] == "" {
+		t.Errorf("no breakdown: stages %+v, encoder %q", res.Stages, res.Encoder)
+	}
+	for _, s := range res.Stages[:1] {
+		if s.Summary.N < 18 {
+			t.Errorf("stage %q saw %d bursts", s.Name, s.Summary.N)
+		}
+	}
+	if res.Lost != 0 || res.Frames == 0 {
+		t.Errorf("listener stream: %d frames, %d continuity errors", res.Frames, res.Lost)
 	}
 }
 
