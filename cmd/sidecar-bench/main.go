@@ -90,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ffmpeg := latFS.String("ffmpeg", "ffmpeg", "ffmpeg binary (the listener's decoder)")
 	player := latFS.String("player", "paplay", "paplay: one paplay per burst (its start counts); pacat: one real-time pacat stream")
 	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat and as --breakdown's PCM recorder")
-	breakdown := latFS.Bool("breakdown", false, "also time the bursts at a PCM recorder and at a copy of the relay's encoder (needs --pid)")
+	breakdown := latFS.Bool("breakdown", false, "also time the bursts at a PCM recorder and at a copy of the relay's encoder (needs --pid and --fifo)")
 	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long; the run must report it back")
 
 	churnFS, churnO := newFlags("churn")
@@ -146,18 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if *bursts < 1 {
 				return fmt.Errorf("--bursts %d: want at least 1", *bursts)
 			}
-			stream := ""
-			switch *player {
-			case "paplay":
-				if *breakdown {
-					stream = *pacat
-				}
-			case "pacat":
-				if *breakdown {
-					return errors.New("--breakdown times paplay bursts; it uses pacat as its recorder")
-				}
-				stream = *pacat
-			default:
+			if *player != "paplay" && *player != "pacat" {
 				return fmt.Errorf("--player %q: want paplay or pacat", *player)
 			}
 			if err := prepare(latO); err != nil {
@@ -165,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			l := &bench.Latency{
 				Target: latO.target(), PulseServer: latO.pulseServer, CookieFile: latO.cookie,
-				Paplay: *paplay, Pacat: stream, FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
+				Paplay: *paplay, Pacat: *pacat, Stream: *player == "pacat", FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
 				Background: *background, Breakdown: *breakdown, ProofDelay: *proofDelay, Progress: stderr,
 			}
 			r, err := l.Run(ctx)

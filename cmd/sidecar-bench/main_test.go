@@ -149,7 +149,7 @@ func TestLatencyAgainstDaemon(t *testing.T) {
 	err := run(ctx, []string{"latency", "--ws", d.ws, "--metrics", "http://" + d.ops + "/metrics",
 		"--pulse-server", "unix:" + d.pulseSock, "--pulse-cookie", filepath.Join(d.runDir, "cookie"),
 		"--paplay", paplay, "--pacat", pacat, "--ffmpeg", testenv.Tool(t, "ffmpeg"), "--bursts", "20",
-		"--breakdown", "--pid", fmt.Sprint(d.cmd.Process.Pid), "--proof-delay", "100ms", "--json"}, &out, &errb)
+		"--breakdown", "--fifo", d.fifo, "--pid", fmt.Sprint(d.cmd.Process.Pid), "--proof-delay", "100ms", "--json"}, &out, &errb)
 	if err != nil {
 		t.Fatalf("latency: %v\n%s", err, errb.String())
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 )
 
 // toneRate is the speaker sink's rate; decoding to it avoids a resampler
@@ -35,25 +36,30 @@ const toneRate = 44100
 // breaks its own figure down: a raw PCM recorder on speaker.monitor
 // (PulseAudio's side), and a copy of the relay's own encoder, started with
 // its exact command line read from /proc, writing to a pipe the tool reads
-// (ffmpeg's side). What remains to the listener is the FIFO and the relay.
+// (ffmpeg's side). The last leg, the FIFO, the relay and the websocket, is
+// timed directly: stamped packets on a PID of their own written into the
+// speaker FIFO (Target.FIFO) between the encoder's, timed to the listener.
 type Latency struct {
 	Target      Target
 	PulseServer string // PULSE_SERVER for paplay, e.g. unix:/tmp/.pulse.sock
 	CookieFile  string // PULSE_COOKIE for paplay; empty: none
 	Sink        string // "speaker" when empty
 	Paplay      string // paplay binary
-	// Pacat, when set, plays the bursts through one long-lived pacat
-	// stream fed in real time instead of one paplay per burst, which
-	// takes paplay's start and connection out of the figure. It is also
-	// the PCM recorder of the breakdown.
-	Pacat      string
+	// Pacat is the pacat binary: the PCM recorder of the breakdown, and
+	// the player with Stream.
+	Pacat string
+	// Stream plays the bursts through one long-lived pacat stream fed in
+	// real time instead of one paplay per burst, which takes paplay's
+	// start and connection out of the figure.
+	Stream     bool
 	FFmpeg     string        // ffmpeg binary, to decode the recorded streams
 	Bursts     int           // at least 20 for a p95 worth reading
 	Interval   time.Duration // between burst starts (1s when 0)
 	BurstLen   time.Duration // 150ms when 0
 	Background int           // extra reading listeners during the bursts
-	// Breakdown adds the PCM recorder and the encoder copy; it needs Pacat
-	// (as a recorder) and Target.PID (to find the encoder).
+	// Breakdown adds the PCM recorder, the encoder copy and the stamped
+	// packets; it needs Pacat (as a recorder), Target.PID (to find the
+	// encoder) and Target.FIFO.
 	Breakdown bool
 	// ProofDelay, when positive, adds a second listener behind a TCP proxy
 	// that holds the stream for this long: the run must report it back.
@@ -109,6 +115,9 @@ type LatencyResult struct {
 	// delayed listener's figure minus the direct one's.
 	ProofDelay time.Duration `json:"proof_delay_ns,omitempty"`
 	Added      *Summary      `json:"added,omitempty"`
+	// Relay are the delays of the stamped packets from the FIFO write to
+	// the listener.
+	Relay []time.Duration `json:"relay_ns,omitempty"`
 	// Frames, Lost and Resyncs describe the listener's stream: frames
 	// decoded, continuity counter jumps, bytes skipped to find a frame.
 	Frames  int `json:"frames"`
@@ -204,8 +213,8 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		env = append(env, "PULSE_COOKIE="+l.CookieFile)
 	}
 	res.Player = "paplay"
-	if l.Pacat != "" && !l.Breakdown {
-		res.Player = "pacat"
+	if l.Stream {
+		res.Player = "pacat stream"
 	}
 
 	startsBefore, haveStarts := l.encoderStarts(ctx)
@@ -273,7 +282,7 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 	var pcmRec, encRec *recording
 	if l.Breakdown {
 		if l.Pacat == "" || l.Target.PID == 0 {
-			return res, errors.New("bench: the breakdown needs pacat (the recorder) and the relay's PID (to find its encoder)")
+			return res, errors.New("bench: the breakdown needs pacat (the recorder), the relay's PID (to find its encoder) and the speaker FIFO")
 		}
 		argv, exe, err := FindEncoder(l.Target.procRoot(), l.Target.PID)
 		if err != nil {
@@ -294,6 +303,23 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		}
 		defer enc.stop()
 		encRec = record(readerFunc(enc.stdout))
+		fifo, err := openFIFO(l.Target.FIFO)
+		if err != nil {
+			return res, err
+		}
+		wctx, wcancel := context.WithCancel(ctx)
+		wdone := make(chan struct{})
+		go func() {
+			defer close(wdone)
+			// One packet every 20 ms: a trickle next to the encoder's
+			// 207 kbit/s, each write whole in the FIFO.
+			Writer{PID: DefaultPID, ChunkPackets: 1, BitRate: PacketSize * 8 * 50}.Run(wctx, fifo)
+		}()
+		defer func() {
+			wcancel()
+			fifo.Close()
+			<-wdone
+		}()
 		l.logf("breakdown: PCM recorder at %d ms, encoder copy %q", frag, argv)
 	}
 
@@ -304,7 +330,7 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		return res, ctx.Err()
 	}
 	play := func() (time.Time, func() error, error) { return l.paplay(ctx, env, sink, wav) }
-	if l.Pacat != "" && !l.Breakdown {
+	if l.Stream {
 		st, err := startStream(ctx, l.Pacat, sink, env, pcm)
 		if err != nil {
 			return res, err
@@ -342,6 +368,11 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		return res, fmt.Errorf("bench: listener stream: %w", err)
 	}
 	res.Frames, res.Lost, res.Resyncs = lo.frames, lo.ccErrors, lo.resyncs
+	if l.Breakdown {
+		for _, c := range listener.snapshot() {
+			Stamps(c.b, DefaultPID, func(s Stamp) { res.Relay = append(res.Relay, c.at.Sub(time.Unix(0, s.Sent))) })
+		}
+	}
 	for i, p := range played {
 		next := p.Add(interval)
 		if i+1 < len(played) {
@@ -432,9 +463,12 @@ func (l *Latency) summarize(res *LatencyResult) {
 		res.Stages = append(res.Stages,
 			Stage{"play -> PCM at a recorder on the monitor (player start, PulseAudio, capture fragment)", Summarize(pcm)},
 			Stage{"PCM -> encoder copy's output (ffmpeg input, frame, codec, muxer)", Summarize(enc)},
-			Stage{"encoder copy's output -> listener (FIFO, relay, websocket)", Summarize(relay)},
 			Stage{"of which: frame still to fill after the decoded onset", Summarize(fills)},
+			Stage{"FIFO write -> listener (relay, websocket; stamped packets)", Summarize(append([]time.Duration(nil), res.Relay...))},
 			Stage{"play -> encoder copy's output", Summarize(frame)},
+			// The copy's frames are not the relay's encoder's frames: the
+			// two started apart, so this differs by up to a frame either way.
+			Stage{"encoder copy's output -> listener (not the same frames)", Summarize(relay)},
 		)
 	}
 	if len(added) > 0 {
@@ -494,7 +528,7 @@ const streamBlock = toneRate / 100 * 2
 // so a burst written now is played within pacat's own latency.
 type stream struct {
 	cmd    *exec.Cmd
-	stdin  io.WriteCloser
+	stdin  *os.File
 	req    chan chan time.Time
 	done   chan error
 	stderr bytes.Buffer
@@ -506,11 +540,17 @@ func startStream(ctx context.Context, pacat, sink string, env []string, burst []
 	cmd.Env = env
 	st := &stream{cmd: cmd, req: make(chan chan time.Time), done: make(chan error, 1)}
 	cmd.Stderr = &st.stderr
-	var err error
-	if st.stdin, err = cmd.StdinPipe(); err != nil {
+	// A pipe of our own, not StdinPipe: feed asks the kernel how much of
+	// it is still unread.
+	pr, pw, err := os.Pipe()
+	if err != nil {
 		return nil, fmt.Errorf("bench: %s: %w", pacat, err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdin, st.stdin = pr, pw
+	err = cmd.Start()
+	pr.Close()
+	if err != nil {
+		pw.Close()
 		return nil, fmt.Errorf("bench: starting %s: %w", pacat, err)
 	}
 	go func() { st.done <- st.feed(ctx, burst) }()
@@ -534,6 +574,12 @@ func (st *stream) feed(ctx context.Context, burst []byte) error {
 		default:
 		}
 		out := silence
+		// A pacat that fell behind once (a loaded machine) would keep its
+		// backlog forever at a real-time feed, and every burst would wait
+		// behind it: silence is dropped while anything is still queued.
+		if len(pending) == 0 && queued(st.stdin) > 0 {
+			continue
+		}
 		if len(pending) > 0 {
 			n := min(len(pending), streamBlock)
 			out, pending = pending[:n], pending[n:]
@@ -546,6 +592,16 @@ func (st *stream) feed(ctx context.Context, burst []byte) error {
 			notify = nil
 		}
 	}
+}
+
+// queued is how many bytes wait unread in the pipe f writes into (TIOCINQ
+// is FIONREAD, which pipes answer at either end).
+func queued(f *os.File) int {
+	n := 0
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+	}
+	return n
 }
 
 // play queues a burst and returns when its first block was written.
