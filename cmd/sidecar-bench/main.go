@@ -91,6 +91,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	player := latFS.String("player", "paplay", "paplay: one paplay per burst (its start counts); pacat: one real-time pacat stream")
 	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat and as --breakdown's PCM recorder")
 	breakdown := latFS.Bool("breakdown", false, "also time the bursts at a PCM recorder and at a copy of the relay's encoder (needs --pid and --fifo)")
+	browserDir := latFS.String("browser", "", "also time the bursts at JSMpeg's audio output in headless Chromium, driven by run.mjs in this directory (internal/e2e/browser, after npm ci)")
+	node := latFS.String("node", "node", "node binary, with --browser")
+	chromium := latFS.String("chromium", "/usr/bin/chromium", "Chromium binary, with --browser")
 	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long; the run must report it back")
 
 	churnFS, churnO := newFlags("churn")
@@ -156,6 +159,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				Target: latO.target(), PulseServer: latO.pulseServer, CookieFile: latO.cookie,
 				Paplay: *paplay, Pacat: *pacat, Stream: *player == "pacat", FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
 				Background: *background, Breakdown: *breakdown, ProofDelay: *proofDelay, Progress: stderr,
+			}
+			if *browserDir != "" {
+				l.Browser = &bench.Browser{Dir: *browserDir, Node: *node, Chromium: *chromium}
 			}
 			r, err := l.Run(ctx)
 			result = r

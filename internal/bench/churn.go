@@ -158,6 +158,18 @@ func (r LatencyResult) WriteTable(w io.Writer) error {
 	for _, p := range r.Pulse {
 		fmt.Fprintf(w, "pulseaudio: %s\n", p)
 	}
+	if r.Heard != nil {
+		fmt.Fprintf(w, "heard: %s start -> onset at JSMpeg's audio output in Chromium, %d bursts: median %s ms, p95 %s ms, max %s ms\n",
+			r.Player, r.Heard.N, ms(r.Heard.P50), ms(r.Heard.P95), ms(r.Heard.Max))
+		for _, p := range r.Browser {
+			fmt.Fprintf(w, "  page: AudioContext %g Hz %s, baseLatency %.1f ms, outputLatency %.1f ms, mapped by %s\n",
+				p.SampleRate, p.State, 1000*p.BaseLatency, 1000*p.OutputLatency, p.Mapped)
+		}
+	}
+	if r.HeardAdded != nil {
+		fmt.Fprintf(w, "proof: the browser behind the %s ms delay proxy heard the bursts %s ms later (median of %d; p95 %s ms)\n",
+			ms(r.ProofDelay), ms(r.HeardAdded.P50), r.HeardAdded.N, ms(r.HeardAdded.P95))
+	}
 	if r.Added != nil {
 		fmt.Fprintf(w, "proof: listener behind a %s ms delay proxy measured %s ms more (median of %d bursts; p95 %s ms)\n",
 			ms(r.ProofDelay), ms(r.Added.P50), r.Added.N, ms(r.Added.P95))

@@ -64,7 +64,11 @@ type Latency struct {
 	// ProofDelay, when positive, adds a second listener behind a TCP proxy
 	// that holds the stream for this long: the run must report it back.
 	ProofDelay time.Duration
-	Progress   io.Writer
+	// Browser, when set, also times the bursts as a person hears them:
+	// JSMpeg in headless Chromium, at the page's audio output (and behind
+	// the proof's proxy too, with ProofDelay).
+	Browser  *Browser
+	Progress io.Writer
 }
 
 // Stage is one leg of the path with its per-burst durations.
@@ -82,6 +86,10 @@ type BurstTiming struct {
 	PCM      time.Duration `json:"pcm_ns,omitempty"`
 	Encoder  time.Duration `json:"encoder_ns,omitempty"`
 	Delayed  time.Duration `json:"delayed_ns,omitempty"`
+	// Heard is play -> the onset leaving JSMpeg's WebAudio output in
+	// Chromium; HeardDelayed the same behind the proof's proxy.
+	Heard        time.Duration `json:"heard_ns,omitempty"`
+	HeardDelayed time.Duration `json:"heard_delayed_ns,omitempty"`
 	// FrameFill is how much of the onset's frame was still to come after
 	// the decoded onset: the encoder cannot emit the frame before that.
 	FrameFill time.Duration `json:"frame_fill_ns"`
@@ -115,6 +123,12 @@ type LatencyResult struct {
 	// delayed listener's figure minus the direct one's.
 	ProofDelay time.Duration `json:"proof_delay_ns,omitempty"`
 	Added      *Summary      `json:"added,omitempty"`
+	// Heard summarises the bursts at the browser's output, HeardAdded the
+	// browser behind the proxy minus the direct one; Browser is what the
+	// page said about its audio output.
+	Heard      *Summary      `json:"heard,omitempty"`
+	HeardAdded *Summary      `json:"heard_added,omitempty"`
+	Browser    []HeardPlayer `json:"browser,omitempty"`
 	// Relay are the delays of the stamped packets from the FIFO write to
 	// the listener.
 	Relay []time.Duration `json:"relay_ns,omitempty"`
@@ -256,6 +270,7 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 	}
 
 	var delayed *recording
+	var delayedURL string
 	if l.ProofDelay > 0 {
 		u, err := url.Parse(l.Target.WS)
 		if err != nil {
@@ -267,6 +282,7 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		}
 		defer px.Close()
 		pu, _ := px.URL(l.Target.WS)
+		delayedURL = pu
 		dconn, err := dialWS(ctx, pu)
 		if err != nil {
 			return res, err
@@ -321,6 +337,19 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 			<-wdone
 		}()
 		l.logf("breakdown: PCM recorder at %d ms, encoder copy %q", frag, argv)
+	}
+
+	var page *heardRun
+	if l.Browser != nil {
+		l.logf("starting the browser page")
+		// It listens through the settling wait and the bursts, plus time
+		// for the last one to be heard.
+		secs := (2*time.Second + time.Duration(bursts)*interval + 3*time.Second + l.ProofDelay).Seconds()
+		if page, err = l.Browser.start(ctx, l.Target.WS, delayedURL, secs); err != nil {
+			return res, err
+		}
+		defer page.close()
+		l.logf("JSMpeg plays in the browser")
 	}
 
 	// Let the encoders get past their start before the first burst.
@@ -399,10 +428,21 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		fill(res.Bursts, eo.at, interval, func(b *BurstTiming, d time.Duration) { b.Encoder = d })
 		fill(res.Bursts, pcmOnsets(pcmRec.snapshot()), interval, func(b *BurstTiming, d time.Duration) { b.PCM = d })
 	}
+	if page != nil {
+		players, err := page.players(ctx)
+		if err != nil {
+			return res, err
+		}
+		res.Browser = players
+		fill(res.Bursts, unixMillis(players[0].Onsets), interval, func(b *BurstTiming, d time.Duration) { b.Heard = d })
+		if len(players) > 1 {
+			fill(res.Bursts, unixMillis(players[1].Onsets), interval+l.ProofDelay, func(b *BurstTiming, d time.Duration) { b.HeardDelayed = d })
+		}
+	}
 	l.summarize(&res)
 	for i, b := range res.Bursts {
-		l.logf("burst %d: listener %s ms, PCM %s, encoder %s, delayed %s, frame fill %s", i+1,
-			ms(b.Listener), ms(b.PCM), ms(b.Encoder), ms(b.Delayed), ms(b.FrameFill))
+		l.logf("burst %d: listener %s ms, PCM %s, encoder %s, delayed %s, frame fill %s, heard %s, heard delayed %s", i+1,
+			ms(b.Listener), ms(b.PCM), ms(b.Encoder), ms(b.Delayed), ms(b.FrameFill), ms(b.Heard), ms(b.HeardDelayed))
 	}
 	if len(res.Delays) == 0 {
 		return res, errors.New("bench: no burst reached the listener")
@@ -435,7 +475,7 @@ func firstIn(ts []time.Time, from, to time.Time) (int, bool) {
 }
 
 func (l *Latency) summarize(res *LatencyResult) {
-	var listener, pcm, enc, relay, frame, added, fills []time.Duration
+	var listener, pcm, enc, relay, frame, added, fills, heard, heardAdded []time.Duration
 	for _, b := range res.Bursts {
 		if b.Listener == 0 {
 			res.Missed++
@@ -456,6 +496,12 @@ func (l *Latency) summarize(res *LatencyResult) {
 		if b.Delayed != 0 {
 			added = append(added, b.Delayed-b.Listener)
 		}
+		if b.Heard != 0 {
+			heard = append(heard, b.Heard)
+		}
+		if b.Heard != 0 && b.HeardDelayed != 0 {
+			heardAdded = append(heardAdded, b.HeardDelayed-b.Heard)
+		}
 	}
 	res.Delays = append([]time.Duration(nil), listener...)
 	res.Summary = Summarize(listener)
@@ -474,6 +520,14 @@ func (l *Latency) summarize(res *LatencyResult) {
 	if len(added) > 0 {
 		s := Summarize(added)
 		res.Added = &s
+	}
+	if len(heard) > 0 {
+		s := Summarize(heard)
+		res.Heard = &s
+	}
+	if len(heardAdded) > 0 {
+		s := Summarize(heardAdded)
+		res.HeardAdded = &s
 	}
 }
 
