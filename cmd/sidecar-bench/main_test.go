@@ -205,3 +205,56 @@ func TestChurnAgainstDaemon(t *testing.T) {
 		t.Errorf("churn result %+v", res)
 	}
 }
+
+// The latency a person hears: JSMpeg in headless Chromium plays the stream,
+// the page times each onset at its audio output, and a second tap behind a
+// 100 ms DelayNode on the same output proves the chain (tap, clock mapping,
+// matching) by reporting those 100 ms back within 10 ms.
+func TestHeardLatencyAgainstDaemon(t *testing.T) {
+	paplay := testenv.Tool(t, "paplay")
+	node := testenv.Tool(t, "node")
+	chromium := os.Getenv("E2E_CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	browserDir, err := filepath.Abs("../../internal/e2e/browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, need := range []string{chromium, filepath.Join(browserDir, "node_modules", "playwright-core")} {
+		if _, err := os.Stat(need); err != nil {
+			if testenv.CI() {
+				t.Fatalf("needed in CI (chromium; `npm ci` in internal/e2e/browser): %v", err)
+			}
+			t.Skipf("not installed: %v", err)
+		}
+	}
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err = run(ctx, []string{"latency", "--ws", d.ws, "--metrics", "http://" + d.ops + "/metrics",
+		"--pulse-server", "unix:" + d.pulseSock, "--pulse-cookie", filepath.Join(d.runDir, "cookie"),
+		"--paplay", paplay, "--ffmpeg", testenv.Tool(t, "ffmpeg"), "--bursts", "20",
+		"--browser", browserDir, "--node", node, "--chromium", chromium, "--proof-delay", "100ms", "--json"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("latency: %v\n%s", err, errb.String())
+	}
+	var res bench.LatencyResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("latency JSON: %v\n%s", err, out.String())
+	}
+	var table bytes.Buffer
+	res.WriteTable(&table)
+	t.Logf("latency run:\n%s", table.String())
+	if res.Heard == nil || res.Heard.N < 18 || res.Heard.P50 < res.Summary.P50 {
+		t.Fatalf("heard %+v: want at least 18 bursts, each heard after its TS packet arrived (median %v)", res.Heard, res.Summary.P50)
+	}
+	if res.HeardAdded == nil || res.HeardAdded.N < 18 {
+		t.Fatalf("the delayed tap heard too few bursts: %+v", res.HeardAdded)
+	}
+	if off := res.HeardAdded.P50 - res.ProofDelay; off < -10*time.Millisecond || off > 10*time.Millisecond {
+		t.Errorf("a %v delay on the page's output was measured as %v (median of %d bursts): more than 10 ms off",
+			res.ProofDelay, res.HeardAdded.P50, res.HeardAdded.N)
+	}
+}

@@ -167,7 +167,7 @@ func (r LatencyResult) WriteTable(w io.Writer) error {
 		}
 	}
 	if r.HeardAdded != nil {
-		fmt.Fprintf(w, "proof: the browser behind the %s ms delay proxy heard the bursts %s ms later (median of %d; p95 %s ms)\n",
+		fmt.Fprintf(w, "proof: the page's tap behind a %s ms DelayNode heard the bursts %s ms later (median of %d; p95 %s ms)\n",
 			ms(r.ProofDelay), ms(r.HeardAdded.P50), r.HeardAdded.N, ms(r.HeardAdded.P95))
 	}
 	if r.Added != nil {

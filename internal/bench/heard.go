@@ -27,7 +27,8 @@ type Browser struct {
 	Chromium string // "/usr/bin/chromium" when empty
 }
 
-// HeardPlayer is one JSMpeg player's report.
+// HeardPlayer is one tap's report: the first on JSMpeg's output, the second
+// (with a proof delay) behind a DelayNode on the same output.
 type HeardPlayer struct {
 	Onsets        []float64 `json:"onsets"` // Unix milliseconds at the output
 	SampleRate    float64   `json:"sampleRate"`
@@ -51,9 +52,10 @@ type heardRun struct {
 	waiting bool
 }
 
-// start serves Dir on loopback, opens the page on ws (and ws2, when set)
-// and returns once JSMpeg plays; the page then listens for seconds.
-func (b Browser) start(ctx context.Context, ws, ws2 string, seconds float64) (*heardRun, error) {
+// start serves Dir on loopback, opens the page on ws and returns once JSMpeg
+// plays; the page then listens for seconds. A positive delay adds a second
+// tap on the page's output behind a DelayNode of that length.
+func (b Browser) start(ctx context.Context, ws string, delay time.Duration, seconds float64) (*heardRun, error) {
 	node, chromium := b.Node, b.Chromium
 	if node == "" {
 		node = "node"
@@ -76,8 +78,8 @@ func (b Browser) start(ctx context.Context, ws, ws2 string, seconds float64) (*h
 	}
 	args := []string{filepath.Join(b.Dir, "run.mjs"), "heard", "--page", "http://" + ln.Addr().String() + "/pages/",
 		"--ws", ws, "--seconds", fmt.Sprint(seconds), "--user-data-dir", filepath.Join(h.dir, "profile"), "--chromium", chromium}
-	if ws2 != "" {
-		args = append(args, "--ws2", ws2)
+	if delay > 0 {
+		args = append(args, "--delay-ms", fmt.Sprint(delay.Milliseconds()))
 	}
 	h.cmd = exec.CommandContext(ctx, node, args...)
 	// A fresh HOME and no PULSE_*: Chromium plays to no device of the

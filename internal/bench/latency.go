@@ -65,8 +65,9 @@ type Latency struct {
 	// that holds the stream for this long: the run must report it back.
 	ProofDelay time.Duration
 	// Browser, when set, also times the bursts as a person hears them:
-	// JSMpeg in headless Chromium, at the page's audio output (and behind
-	// the proof's proxy too, with ProofDelay).
+	// JSMpeg in headless Chromium, at the page's audio output. With
+	// ProofDelay the page also taps its output behind a DelayNode of that
+	// length, which the run must report back.
 	Browser  *Browser
 	Progress io.Writer
 }
@@ -87,7 +88,7 @@ type BurstTiming struct {
 	Encoder  time.Duration `json:"encoder_ns,omitempty"`
 	Delayed  time.Duration `json:"delayed_ns,omitempty"`
 	// Heard is play -> the onset leaving JSMpeg's WebAudio output in
-	// Chromium; HeardDelayed the same behind the proof's proxy.
+	// Chromium; HeardDelayed the same behind the page's proof DelayNode.
 	Heard        time.Duration `json:"heard_ns,omitempty"`
 	HeardDelayed time.Duration `json:"heard_delayed_ns,omitempty"`
 	// FrameFill is how much of the onset's frame was still to come after
@@ -124,8 +125,8 @@ type LatencyResult struct {
 	ProofDelay time.Duration `json:"proof_delay_ns,omitempty"`
 	Added      *Summary      `json:"added,omitempty"`
 	// Heard summarises the bursts at the browser's output, HeardAdded the
-	// browser behind the proxy minus the direct one; Browser is what the
-	// page said about its audio output.
+	// tap behind the proof DelayNode minus the direct one; Browser is what
+	// the page said about its audio output.
 	Heard      *Summary      `json:"heard,omitempty"`
 	HeardAdded *Summary      `json:"heard_added,omitempty"`
 	Browser    []HeardPlayer `json:"browser,omitempty"`
@@ -270,7 +271,6 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 	}
 
 	var delayed *recording
-	var delayedURL string
 	if l.ProofDelay > 0 {
 		u, err := url.Parse(l.Target.WS)
 		if err != nil {
@@ -282,7 +282,6 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		}
 		defer px.Close()
 		pu, _ := px.URL(l.Target.WS)
-		delayedURL = pu
 		dconn, err := dialWS(ctx, pu)
 		if err != nil {
 			return res, err
@@ -344,8 +343,8 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		l.logf("starting the browser page")
 		// It listens through the settling wait and the bursts, plus time
 		// for the last one to be heard.
-		secs := (2*time.Second + time.Duration(bursts)*interval + 3*time.Second + l.ProofDelay).Seconds()
-		if page, err = l.Browser.start(ctx, l.Target.WS, delayedURL, secs); err != nil {
+		secs := (2*time.Second + time.Duration(bursts)*interval + 3*time.Second).Seconds()
+		if page, err = l.Browser.start(ctx, l.Target.WS, l.ProofDelay, secs); err != nil {
 			return res, err
 		}
 		defer page.close()

@@ -5,7 +5,7 @@
 //   node run.mjs speaker    --page URL --ws URL --seconds S --user-data-dir DIR
 //   node run.mjs microphone --page URL --ws URL --seconds S --user-data-dir DIR --fake-audio WAV
 //                [--context-rate HZ]
-//   node run.mjs heard      --page URL --ws URL [--ws2 URL] --seconds S --user-data-dir DIR
+//   node run.mjs heard      --page URL --ws URL [--delay-ms MS] --seconds S --user-data-dir DIR
 //
 // heard prints {"ready":true} on a line of its own once JSMpeg plays, then
 // listens S seconds and prints the onsets it heard (sidecar-bench latency
@@ -18,7 +18,7 @@ const { values: opt, positionals } = parseArgs({
   options: {
     page: { type: 'string' },
     ws: { type: 'string' },
-    ws2: { type: 'string' },
+    'delay-ms': { type: 'string' },
     seconds: { type: 'string', default: '3' },
     'user-data-dir': { type: 'string' },
     'fake-audio': { type: 'string' },
@@ -67,7 +67,7 @@ try {
   const url = new URL(`${mode}.html`, opt.page);
   url.searchParams.set('ws', opt.ws);
   if (opt['context-rate']) url.searchParams.set('rate', opt['context-rate']);
-  if (opt.ws2) url.searchParams.set('ws2', opt.ws2);
+  if (opt['delay-ms']) url.searchParams.set('delay', opt['delay-ms']);
   await page.goto(url.href);
   result = await ({ speaker, microphone, heard })[mode](page);
 } finally {
