@@ -6,6 +6,7 @@
 //	sidecar-bench latency --ws URL --pulse-server unix:SOCK [--pulse-cookie FILE] [--bursts 20]
 //	                      [--breakdown --pid PID] [--proof-delay 100ms]
 //	sidecar-bench churn   --ws URL --pid PID [--cycles 10000 --cycle-rate 200]
+//	sidecar-bench footprint --pid PID --ws URL [--duration 20s] [--listeners 1]
 package main
 
 import (
@@ -96,6 +97,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	chromium := latFS.String("chromium", "/usr/bin/chromium", "Chromium binary, with --browser")
 	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long; the run must report it back")
 
+	footFS, footO := newFlags("footprint")
+	footListeners := footFS.Int("listeners", 1, "listeners reading during the second phase (0: idle only)")
+
 	churnFS, churnO := newFlags("churn")
 	cycles := churnFS.Int("cycles", 10000, "connect/disconnect cycles")
 	cycleRate := churnFS.Float64("cycle-rate", 200, "cycles started per second")
@@ -184,12 +188,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		},
 	}
+	footprint := &ffcli.Command{
+		Name: "footprint", ShortUsage: "sidecar-bench footprint --pid PID [flags]", ShortHelp: "CPU and RSS/PSS of the whole sidecar, idle and streaming",
+		FlagSet: footFS, Options: opts,
+		Exec: func(ctx context.Context, _ []string) error {
+			if footO.pid == 0 || *footListeners < 0 {
+				return fmt.Errorf("--pid %d --listeners %d: want the daemon's pid and listeners >= 0", footO.pid, *footListeners)
+			}
+			jsonOut = footO.jsonOut
+			f := &bench.Footprint{Target: footO.target(), Duration: footO.duration, Listeners: *footListeners, Progress: stderr}
+			r, err := f.Run(ctx)
+			result = r
+			return err
+		},
+	}
 	root := &ffcli.Command{
-		ShortUsage:  "sidecar-bench fanout|latency|churn [flags]",
-		Subcommands: []*ffcli.Command{fanout, latency, churn},
+		ShortUsage:  "sidecar-bench fanout|latency|churn|footprint [flags]",
+		Subcommands: []*ffcli.Command{fanout, latency, churn, footprint},
 		FlagSet:     flag.NewFlagSet("sidecar-bench", flag.ContinueOnError),
 		Exec: func(context.Context, []string) error {
-			return errors.New("want a mode: fanout, latency or churn")
+			return errors.New("want a mode: fanout, latency, churn or footprint")
 		},
 	}
 	root.FlagSet.SetOutput(stderr)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ func TestBadFlags(t *testing.T) {
 		{"latency", "--bursts", "0"},
 		{"latency", "--player", "vlc"},
 		{"churn", "--cycles", "0"},
+		{"footprint"},
 	} {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {
@@ -183,6 +185,48 @@ func TestLatencyAgainstDaemon(t *testing.T) {
 	}
 	if res.Lost != 0 || res.Frames == 0 {
 		t.Errorf("listener stream: %d frames, %d continuity errors", res.Frames, res.Lost)
+	}
+}
+
+func TestFootprintAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"footprint", "--ws", d.ws, "--pid", fmt.Sprint(d.cmd.Process.Pid),
+		"--duration", "2s", "--listeners", "1", "--json"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("footprint: %v\n%s", err, errb.String())
+	}
+	var res bench.FootprintResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("footprint JSON: %v\n%s", err, out.String())
+	}
+	if len(res.Phases) != 2 {
+		t.Fatalf("%d phases, want idle and streaming: %s", len(res.Phases), out.String())
+	}
+	comms := func(ph bench.FootprintPhase) []string {
+		var c []string
+		for _, p := range ph.Procs {
+			c = append(c, p.Comm)
+		}
+		return c
+	}
+	idle, st := res.Phases[0], res.Phases[1]
+	// Idle: the daemon and PulseAudio, no encoder; streaming adds ffmpeg.
+	if !slices.Contains(comms(idle), "pulseaudio") || slices.Contains(comms(idle), "ffmpeg") {
+		t.Errorf("idle processes %q: want pulseaudio and no ffmpeg", comms(idle))
+	}
+	if !slices.Contains(comms(st), "ffmpeg") {
+		t.Errorf("streaming processes %q: want ffmpeg", comms(st))
+	}
+	for _, ph := range res.Phases {
+		if ph.RSS <= 0 || ph.PSS <= 0 || ph.PSS > ph.RSS {
+			t.Errorf("%s: RSS %d, PSS %d", ph.Name, ph.RSS, ph.PSS)
+		}
+	}
+	if st.CPU <= 0 || st.CPU <= idle.CPU {
+		t.Errorf("streaming CPU %.3f, idle %.3f: encoding should cost something", st.CPU, idle.CPU)
 	}
 }
 
