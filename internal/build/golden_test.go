@@ -15,8 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
-	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/deb/debtest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/sbom"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
