@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -330,7 +331,8 @@ func buildPlatform(ctx context.Context, f buildFlags, s *spec.Spec, lock *debian
 		return platformBuild{}, err
 	}
 	res, err := build.Build(build.Inputs{
-		Spec: s, Lock: lock, Arch: arch, Debs: debs, Daemon: daemon,
+		Spec: s, Lock: lock, Arch: arch, Debs: debFiles(debs), Daemon: daemon,
+		Files:   os.DirFS(filepath.Dir(f.spec)),
 		Version: f.version, Revision: f.revision, Created: created,
 		SpillDir: spill, Log: stderr, Order: order,
 	})
@@ -548,6 +550,18 @@ func compileDaemon(ctx context.Context, f buildFlags, s *spec.Spec, arch string,
 		ModuleRoot: root, Package: s.Daemon.Package, Arch: arch,
 		VersionVar: s.Daemon.VersionVar, Version: f.version, GoCache: f.goCache, Stderr: stderr,
 	}.Compile(ctx)
+}
+
+// debFiles hands build the fetched .debs by sha256, from wherever the cache
+// or --debs found them; build checks each against the lock before use.
+type debFiles map[string]string
+
+func (d debFiles) Open(name string) (fs.File, error) {
+	file, ok := d[name]
+	if !ok {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return os.Open(file)
 }
 
 func isTerminal(w io.Writer) bool {

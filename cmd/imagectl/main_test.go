@@ -47,6 +47,11 @@ func offlineFixture(t *testing.T) (lockPath, debsDir, daemon string) {
 			{Name: "liblapack3", Version: "3.11.0-2", Arch: arch, Data: []debtest.Entry{
 				debtest.File("./usr/lib/"+triplet+"/lapack/liblapack.so.3", "lapack "+arch),
 			}},
+			// The OS identity `imagectl policy` requires of an image with packages.
+			{Name: "base-files", Version: "12.4+deb12u15", Arch: arch, Data: []debtest.Entry{
+				debtest.Symlink("./etc/os-release", "../usr/lib/os-release"),
+				debtest.File("./usr/lib/os-release", "ID=debian\nVERSION_ID=\"12\"\n"),
+			}},
 		} {
 			b := debtest.Deb(t, p)
 			sum := sha256.Sum256(b)

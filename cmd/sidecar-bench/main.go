@@ -4,7 +4,9 @@
 //
 //	sidecar-bench fanout  --fifo F --ws URL --pid PID [--listeners 1,10,100,1000,2000] [--slow K]
 //	sidecar-bench latency --ws URL --pulse-server unix:SOCK [--pulse-cookie FILE] [--bursts 20]
+//	                      [--breakdown --pid PID] [--proof-delay 100ms]
 //	sidecar-bench churn   --ws URL --pid PID [--cycles 10000 --cycle-rate 200]
+//	sidecar-bench footprint --pid PID --ws URL [--duration 20s] [--listeners 1]
 package main
 
 import (
@@ -88,7 +90,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	paplay := latFS.String("paplay", "paplay", "paplay binary")
 	ffmpeg := latFS.String("ffmpeg", "ffmpeg", "ffmpeg binary (the listener's decoder)")
 	player := latFS.String("player", "paplay", "paplay: one paplay per burst (its start counts); pacat: one real-time pacat stream")
-	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat")
+	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat and as --breakdown's PCM recorder")
+	breakdown := latFS.Bool("breakdown", false, "also time the bursts at a PCM recorder and at a copy of the relay's encoder (needs --pid and --fifo)")
+	browserDir := latFS.String("browser", "", "also time the bursts at JSMpeg's audio output in headless Chromium, driven by run.mjs in this directory (internal/e2e/browser, after npm ci)")
+	node := latFS.String("node", "node", "node binary, with --browser")
+	chromium := latFS.String("chromium", "/usr/bin/chromium", "Chromium binary, with --browser")
+	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long; the run must report it back")
+
+	footFS, footO := newFlags("footprint")
+	footListeners := footFS.Int("listeners", 1, "listeners reading during the second phase (0: idle only)")
 
 	churnFS, churnO := newFlags("churn")
 	cycles := churnFS.Int("cycles", 10000, "connect/disconnect cycles")
@@ -143,12 +153,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if *bursts < 1 {
 				return fmt.Errorf("--bursts %d: want at least 1", *bursts)
 			}
-			stream := ""
-			switch *player {
-			case "paplay":
-			case "pacat":
-				stream = *pacat
-			default:
+			if *player != "paplay" && *player != "pacat" {
 				return fmt.Errorf("--player %q: want paplay or pacat", *player)
 			}
 			if err := prepare(latO); err != nil {
@@ -156,8 +161,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			l := &bench.Latency{
 				Target: latO.target(), PulseServer: latO.pulseServer, CookieFile: latO.cookie,
-				Paplay: *paplay, Pacat: stream, FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
-				Background: *background, Progress: stderr,
+				Paplay: *paplay, Pacat: *pacat, Stream: *player == "pacat", FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
+				Background: *background, Breakdown: *breakdown, ProofDelay: *proofDelay, Progress: stderr,
+			}
+			if *browserDir != "" {
+				l.Browser = &bench.Browser{Dir: *browserDir, Node: *node, Chromium: *chromium}
 			}
 			r, err := l.Run(ctx)
 			result = r
@@ -180,12 +188,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		},
 	}
+	footprint := &ffcli.Command{
+		Name: "footprint", ShortUsage: "sidecar-bench footprint --pid PID [flags]", ShortHelp: "CPU and RSS/PSS of the whole sidecar, idle and streaming",
+		FlagSet: footFS, Options: opts,
+		Exec: func(ctx context.Context, _ []string) error {
+			if footO.pid == 0 || *footListeners < 0 {
+				return fmt.Errorf("--pid %d --listeners %d: want the daemon's pid and listeners >= 0", footO.pid, *footListeners)
+			}
+			jsonOut = footO.jsonOut
+			f := &bench.Footprint{Target: footO.target(), Duration: footO.duration, Listeners: *footListeners, Progress: stderr}
+			r, err := f.Run(ctx)
+			result = r
+			return err
+		},
+	}
 	root := &ffcli.Command{
-		ShortUsage:  "sidecar-bench fanout|latency|churn [flags]",
-		Subcommands: []*ffcli.Command{fanout, latency, churn},
+		ShortUsage:  "sidecar-bench fanout|latency|churn|footprint [flags]",
+		Subcommands: []*ffcli.Command{fanout, latency, churn, footprint},
 		FlagSet:     flag.NewFlagSet("sidecar-bench", flag.ContinueOnError),
 		Exec: func(context.Context, []string) error {
-			return errors.New("want a mode: fanout, latency or churn")
+			return errors.New("want a mode: fanout, latency, churn or footprint")
 		},
 	}
 	root.FlagSet.SetOutput(stderr)
