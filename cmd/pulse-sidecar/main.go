@@ -83,6 +83,14 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// watchdog maps --pulse-watchdog (0: off) onto pulse.Daemon's (negative: off).
+func watchdog(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func printVersion(w io.Writer) {
 	fmt.Fprintf(w, "pulse-sidecar %s\n", version)
 	fmt.Fprintf(w, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
@@ -169,6 +177,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		},
 		Binary: cfg.PulseAudio, Cookie: cookie, Reaper: reaper, Grace: grace,
 		Log: log.With("actor", "pulseaudio"), Ready: ready.Setter("pulseaudio"), Registerer: reg,
+		Watchdog: watchdog(cfg.PulseWatchdog),
 	}
 	spk, err := speaker.New(speaker.Config{
 		Addr: cfg.SpeakerAddr, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,

@@ -58,6 +58,15 @@ type Config struct {
 	// Cookie is the 32-hex-digit PULSEAUDIO_COOKIE, empty when unset. It is
 	// deliberately not a flag: a flag would show up in /proc/PID/cmdline.
 	Cookie string
+
+	// Live health, fallbacks and the cookie file (issue 10, sections 5-6).
+	PulseWatchdog time.Duration
+	// CookieFile names a file (a mounted secret) holding the same 32 hex
+	// digits as PULSEAUDIO_COOKIE; Parse reads it into Cookie.
+	CookieFile string
+	// FallbackParent is where a private directory is created for the FIFOs
+	// and the run dir when their configured places are not writable.
+	FallbackParent string
 }
 
 // Parse reads args (without the program name) and the process environment
@@ -67,7 +76,9 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	env := os.LookupEnv
 	var c Config
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(out)
+	// The flag package prints a bad value's error and the whole usage; the
+	// error is returned as one line instead, and usage only for --help.
+	fs.SetOutput(io.Discard)
 	d := defaults(env)
 
 	var origins, logLevel string
@@ -82,7 +93,7 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&c.LogDir, "log-dir", d.logDir, "directory for pulse-sidecar.log besides stderr; empty: stderr only (default from ABCDESKTOP_LOG_DIR)")
 	fs.StringVar(&c.PulseAudio, "pulseaudio", "/usr/bin/pulseaudio", "pulseaudio binary")
 	fs.StringVar(&c.FFmpeg, "ffmpeg", "/usr/bin/ffmpeg", "ffmpeg binary")
-	fs.BoolVar(&c.WarmSpeaker, "speaker-warm", true, "keep the speaker sink rendering in 30 ms blocks, so a starting encoder gets audio in ~0.2 s instead of ~2 s (costs ~1% of a core while idle)")
+	fs.BoolVar(&c.WarmSpeaker, "speaker-warm", false, "keep the speaker sink rendering in 30 ms blocks all the time (costs ~1.7% of a core while idle); without it the sink's clock is restarted when the encoder starts recording, which is as fast")
 	fs.DurationVar(&c.EncoderLinger, "encoder-linger", 10*time.Second, "how long the encoder keeps running after the last speaker listener left")
 	fs.StringVar(&c.MicFormat, "mic-format", "float32le", "microphone pipe source sample format: float32le or s16le")
 	fs.IntVar(&c.MicRate, "mic-rate", 44100, "microphone pipe source sample rate in Hz")
@@ -96,8 +107,12 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.DurationVar(&c.SlowClose, "slow-close", 10*time.Second, "close a speaker listener that stays behind this long")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof on the ops address")
 	fs.String("config", "", "config file: one 'flag value' per line")
+	// Live health, fallbacks and the cookie file.
+	fs.DurationVar(&c.PulseWatchdog, "pulse-watchdog", 10*time.Second, "kill and restart a PulseAudio that has not answered the health probe for this long; 0 disables")
+	fs.StringVar(&c.CookieFile, "cookie-file", "", "file holding the 32 hex digits of PULSEAUDIO_COOKIE (e.g. a mounted secret), so the cookie need not be in the environment")
+	fs.StringVar(&c.FallbackParent, "fallback-parent", "/run", "when a FIFO's directory or the run dir is not writable, a private directory is created under this one instead")
 
-	fs.Usage = func() { usage(fs, out) }
+	fs.Usage = func() {}
 
 	err := ff.Parse(fs, args,
 		ff.WithEnvVarPrefix(EnvPrefix),
@@ -108,6 +123,7 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage(fs, out)
 			return c, err
 		}
 		return c, oneLine(err)
@@ -119,6 +135,16 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 		return c, err
 	}
 	c.Cookie = d.cookie
+	if c.CookieFile != "" {
+		if err := c.readCookieFile(); err != nil {
+			return c, err
+		}
+		tcpSet := false
+		fs.Visit(func(f *flag.Flag) { tcpSet = tcpSet || f.Name == "pulse-tcp-addr" })
+		if !tcpSet && c.PulseTCPAddr == "" {
+			c.PulseTCPAddr = d.pulseTCPWithCookie
+		}
+	}
 	c.AllowedOrigins = splitList(origins)
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
@@ -156,6 +182,7 @@ func applyEmptyEnv(fs *flag.FlagSet, args []string, env func(string) (string, bo
 
 type defaultValues struct {
 	speakerAddr, micAddr, pulseSocket, pulseTCP, runDir, logDir, cookie string
+	pulseTCPWithCookie                                                  string
 }
 
 func defaults(env func(string) (string, bool)) defaultValues {
@@ -176,8 +203,8 @@ func defaults(env func(string) (string, bool)) defaultValues {
 		logDir:      "/var/log/desktop",
 		cookie:      get("PULSEAUDIO_COOKIE"),
 	}
-	if s := get("PULSE_SERVER"); s != "" {
-		d.pulseSocket = strings.TrimPrefix(s, "unix:")
+	if p, ok := unixServer(get("PULSE_SERVER")); ok {
+		d.pulseSocket = p
 	}
 	if v, ok := env("ABCDESKTOP_RUN_DIR"); ok && v != "" {
 		d.runDir = v
@@ -185,10 +212,47 @@ func defaults(env func(string) (string, bool)) defaultValues {
 	if v, ok := env("ABCDESKTOP_LOG_DIR"); ok {
 		d.logDir = v
 	}
+	d.pulseTCPWithCookie = net.JoinHostPort(bind, "4713")
 	if d.cookie != "" {
-		d.pulseTCP = net.JoinHostPort(bind, "4713")
+		d.pulseTCP = d.pulseTCPWithCookie
 	}
 	return d
+}
+
+// unixServer picks the unix socket out of a PULSE_SERVER value: a list of
+// servers separated by spaces, each "unix:PATH", a bare "/PATH", or
+// something this daemon does not listen on (tcp:HOST, a host name), which
+// is skipped. The desktop's PULSE_SERVER may well name a TCP server; that
+// must not break the daemon or its healthcheck.
+func unixServer(v string) (string, bool) {
+	for _, s := range strings.Fields(v) {
+		if p, ok := strings.CutPrefix(s, "unix:"); ok {
+			return p, true
+		}
+		if strings.HasPrefix(s, "/") {
+			return s, true
+		}
+	}
+	return "", false
+}
+
+// readCookieFile reads --cookie-file into Cookie: 32 hex digits, surrounding
+// whitespace (a trailing newline from a Secret) ignored.
+func (c *Config) readCookieFile() error {
+	if c.Cookie != "" {
+		return errors.New("--cookie-file and PULSEAUDIO_COOKIE are both set: use one")
+	}
+	b, err := os.ReadFile(c.CookieFile)
+	if err != nil {
+		return fmt.Errorf("--cookie-file: %w", err)
+	}
+	v := strings.TrimSpace(string(b))
+	if !isHex32(v) {
+		// The content is a secret: name the file, never echo it.
+		return fmt.Errorf("--cookie-file %q: want exactly 32 hexadecimal digits", c.CookieFile)
+	}
+	c.Cookie = v
+	return nil
 }
 
 func (c *Config) validate() error {
@@ -252,18 +316,51 @@ func (c *Config) validate() error {
 			return fmt.Errorf("--%s %s: must be at least %s", d.flag, d.v, d.min)
 		}
 	}
+	if c.PulseWatchdog < 0 {
+		return fmt.Errorf("--pulse-watchdog %s: must not be negative (0 disables it)", c.PulseWatchdog)
+	}
+	if c.PulseWatchdog > 0 && c.PulseWatchdog < 2*time.Second {
+		return fmt.Errorf("--pulse-watchdog %s: must be at least 2s (PulseAudio is probed every second) or 0", c.PulseWatchdog)
+	}
+	if err := checkPath(c.FallbackParent); err != nil {
+		return fmt.Errorf("--fallback-parent %q: %v", c.FallbackParent, err)
+	}
 	if c.QueueBytes < 4096 {
 		return fmt.Errorf("--queue-bytes %d: must be at least 4096", c.QueueBytes)
 	}
 	for _, o := range c.AllowedOrigins {
-		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			return fmt.Errorf("--allowed-origins: %q is not an origin like https://desktop.example", o)
+		if err := checkOrigin(o); err != nil {
+			return fmt.Errorf("--allowed-origins: %q %v", o, err)
 		}
 	}
 	if c.Cookie != "" && !isHex32(c.Cookie) {
 		// The value is a secret: name the variable, never echo it.
 		return errors.New("PULSEAUDIO_COOKIE: want exactly 32 hexadecimal digits")
+	}
+	return nil
+}
+
+// checkOrigin refuses values that can never equal a browser's Origin
+// header, which is scheme://host[:port] with the default port left out.
+// (Case and one trailing slash are forgiven by the checker.)
+func checkOrigin(o string) error {
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" {
+		return errors.New("is not an origin like https://desktop.example")
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https":
+	default:
+		return fmt.Errorf("can never match: scheme %q, browsers send http or https", u.Scheme)
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery || strings.HasSuffix(o, "#") {
+		return errors.New("can never match: an Origin has no user, path, query or fragment; write scheme://host[:port]")
+	}
+	if p := u.Port(); (p == "443" && strings.EqualFold(u.Scheme, "https")) || (p == "80" && strings.EqualFold(u.Scheme, "http")) {
+		return fmt.Errorf("can never match: browsers leave the default port %s out; write %s://%s", p, strings.ToLower(u.Scheme), u.Hostname())
+	}
+	if strings.HasSuffix(u.Host, ":") {
+		return errors.New("can never match: empty port")
 	}
 	return nil
 }
@@ -337,7 +434,8 @@ Variables of the original image, read under their own names:
   PULSEAUDIO_COOKIE   32 hex digits; PulseAudio's cookie (never logged), enables TCP
   CONTAINER_IP_ADDR   address the websockets and PulseAudio TCP listen on (else POD_IP)
   POD_IP              see CONTAINER_IP_ADDR
-  PULSE_SERVER        default for --pulse-socket, with or without a unix: prefix
+  PULSE_SERVER        default for --pulse-socket: its first unix:PATH or /PATH entry
+                      (tcp: entries are the desktop's business and ignored)
   ABCDESKTOP_RUN_DIR  default for --run-dir
   ABCDESKTOP_LOG_DIR  default for --log-dir
 `)
