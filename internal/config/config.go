@@ -325,6 +325,12 @@ func (c *Config) validate() error {
 	if err := checkPath(c.FallbackParent); err != nil {
 		return fmt.Errorf("--fallback-parent %q: %v", c.FallbackParent, err)
 	}
+	switch c.FallbackParent {
+	case "/tmp", "/var/tmp", "/dev/shm":
+		// The desktop shares /tmp with the sidecar and could plant links
+		// there; private files belong in /run.
+		return fmt.Errorf("--fallback-parent %q: a shared directory; use /run", c.FallbackParent)
+	}
 	if c.QueueBytes < 4096 {
 		return fmt.Errorf("--queue-bytes %d: must be at least 4096", c.QueueBytes)
 	}
