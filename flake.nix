@@ -45,7 +45,7 @@
 
       # `nix hash path` of `go mod vendor`. CI checks it against go.mod and
       # go.sum; refresh it with: go test ./internal/frontends -run VendorHash -update
-      vendorHash = "sha256-aMLYhJCIWc3kEHyfV8dCUvBmhUpO8RlQH0+1LtHc9Yc=";
+      vendorHash = "sha256-875DrG4nLRNfIsgVRzt7trWSYDFSRjvi4+8fe6/Dg/o=";
 
       # A pure evaluation sees "" for every variable, so these only take
       # effect under --impure; the defaults keep the build pure.
