@@ -157,11 +157,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			log.Info("pulseaudio ready", "pid", p.Pid(), "socket", d.Socket)
 			ready(true)
 			if !d.WarmSpeaker {
-				go func() {
-					if err := watchSpeakerMonitor(ctx, d.Socket, cookie, log); err != nil && ctx.Err() == nil {
-						log.Warn("speaker wake-up watch ended; a first listener may wait ~2 s for audio", "err", err)
-					}
-				}()
+				go d.keepWatchingMonitor(ctx, cookie, log)
 			}
 			d.watch(ctx, p, cookie, ready, log)
 		},
@@ -200,6 +196,22 @@ func (d *Daemon) awaitReady(ctx context.Context, cookie []byte, timeout time.Dur
 		return fmt.Errorf("microphone FIFO: %w", err)
 	}
 	return nil
+}
+
+// keepWatchingMonitor runs watchSpeakerMonitor for as long as this
+// PulseAudio runs (ctx). Its connection also ends when PulseAudio dies, a
+// moment before ctx does; only a watch that ends while PulseAudio still runs
+// is worth a warning, and it is started again.
+func (d *Daemon) keepWatchingMonitor(ctx context.Context, cookie []byte, log *slog.Logger) {
+	for {
+		err := watchSpeakerMonitor(ctx, d.Socket, cookie, log)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		log.Warn("speaker wake-up watch ended; watching again", "err", err)
+	}
 }
 
 // watch probes a running PulseAudio every ProbeInterval until ctx ends:
