@@ -93,7 +93,7 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&c.LogDir, "log-dir", d.logDir, "directory for pulse-sidecar.log besides stderr; empty: stderr only (default from ABCDESKTOP_LOG_DIR)")
 	fs.StringVar(&c.PulseAudio, "pulseaudio", "/usr/bin/pulseaudio", "pulseaudio binary")
 	fs.StringVar(&c.FFmpeg, "ffmpeg", "/usr/bin/ffmpeg", "ffmpeg binary")
-	fs.BoolVar(&c.WarmSpeaker, "speaker-warm", false, "keep the speaker sink rendering in 30 ms blocks all the time (costs ~1.7% of a core while idle); without it the sink's clock is restarted when the encoder starts recording, which is as fast")
+	fs.BoolVar(&c.WarmSpeaker, "speaker-warm", false, "keep the speaker sink rendering in 30 ms blocks all the time (costs ~1.7% of a core while idle); without it the sink's clock is restarted when the encoder starts recording, ~35 ms later than with it (docs/BENCHMARKS.md)")
 	fs.DurationVar(&c.EncoderLinger, "encoder-linger", 10*time.Second, "how long the encoder keeps running after the last speaker listener left")
 	fs.StringVar(&c.MicFormat, "mic-format", "float32le", "microphone pipe source sample format: float32le or s16le")
 	fs.IntVar(&c.MicRate, "mic-rate", 44100, "microphone pipe source sample rate in Hz")

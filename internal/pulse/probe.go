@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Facts of PulseAudio's native protocol used by Probe (pulsecore/pstream.c,
+// Facts of PulseAudio's native protocol used by dial (pulsecore/pstream.c,
 // tagstruct.h, native-common.h, protocol-native.c):
 //   - every packet is framed by a descriptor of five big-endian uint32s:
 //     length of the payload, channel (0xFFFFFFFF for control packets),
@@ -17,7 +17,7 @@ import (
 //   - the payload is a tagstruct: each value is a one-byte tag followed by
 //     its big-endian encoding ('L' uint32, 'x' uint32 length + bytes);
 //   - a client's first command is AUTH (8): tag, protocol version (the high
-//     bits request SHM/memfd; Probe asks for neither), the 256-byte cookie;
+//     bits request SHM/memfd; dial asks for neither), the 256-byte cookie;
 //   - the server answers REPLY (2) with the same tag and its own version, or
 //     ERROR (0) with the same tag and an error code.
 const (
@@ -42,18 +42,6 @@ const (
 // defaultProbeTimeout bounds a probe whose context has no deadline: a server
 // that accepts but never answers must not hang readiness.
 const defaultProbeTimeout = 5 * time.Second
-
-// Probe connects to PulseAudio's native unix socket and authenticates with
-// cookie, which is what every client does first. Success means the modules
-// from the script are loaded (the socket module comes after the sink and
-// source) and the server's main loop answers.
-func Probe(ctx context.Context, socketPath string, cookie []byte) error {
-	c, err := dial(ctx, socketPath, cookie)
-	if err != nil {
-		return fmt.Errorf("probe %s: %w", socketPath, err)
-	}
-	return c.Close()
-}
 
 // Health is what readiness means: PulseAudio answers AUTH on socketPath and
 // has the sink "speaker" and the source "microphone" (a module unloaded at

@@ -72,16 +72,18 @@ func fakeServer(t *testing.T, cmd, value uint32) string {
 func TestProbeFake(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := Probe(ctx, fakeServer(t, cmdReply, 35|0x80000000), RandomCookie()); err != nil {
+	c, err := dial(ctx, fakeServer(t, cmdReply, 35|0x80000000), RandomCookie())
+	if err != nil {
 		t.Fatalf("reply with SHM flag: %v", err)
 	}
+	c.Close()
 	sock := fakeServer(t, cmdError, errAccess)
-	err := Probe(ctx, sock, RandomCookie())
+	err = Health(ctx, sock, RandomCookie())
 	if err == nil || !strings.Contains(err.Error(), "access denied") || !strings.Contains(err.Error(), sock) {
 		t.Fatalf("access error: %v", err)
 	}
 	missing := filepath.Join(t.TempDir(), "none")
-	if err := Probe(ctx, missing, RandomCookie()); err == nil || !strings.Contains(err.Error(), missing) {
+	if err := Health(ctx, missing, RandomCookie()); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("missing socket: %v", err)
 	}
 }
@@ -95,7 +97,7 @@ func TestProbeHonoursCancel(t *testing.T) {
 	defer l.Close() // accepted by the kernel backlog, never answered
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- Probe(ctx, path, RandomCookie()) }()
+	go func() { errc <- Health(ctx, path, RandomCookie()) }()
 	cancel()
 	select {
 	case err := <-errc:
