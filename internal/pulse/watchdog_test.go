@@ -109,9 +109,9 @@ func TestWatchdogRestartsAStoppedPulseAudio(t *testing.T) {
 
 // Without the warming loopback, a stream recording speaker.monitor (the
 // encoder) restarts the speaker's clock; one recording the microphone does
-// not.
+// not; and so does the next PulseAudio after a crash.
 func TestSpeakerClockRestartsForMonitorRecording(t *testing.T) {
-	d, _, logs := runDaemon(t, false, 0)
+	d, ready, logs := runDaemon(t, false, 0)
 	parec := testenv.Tool(t, "parecord")
 	record := func(device string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -132,4 +132,19 @@ func TestSpeakerClockRestartsForMonitorRecording(t *testing.T) {
 	}
 	record("speaker.monitor")
 	eventually(t, "speaker clock restarted", func() bool { return logs.count(restarted) == 1 })
+
+	pid := childPulseaudio(t)
+	_, before := ready.last()
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a new pulseaudio, ready", func() bool {
+		r, n := ready.last()
+		return r && n > before && childPulseaudio(t) != pid
+	})
+	record("speaker.monitor")
+	eventually(t, "speaker clock restarted by the new pulseaudio's watch", func() bool { return logs.count(restarted) == 2 })
+	if n := logs.count("watch ended"); n != 0 {
+		t.Errorf("%d warnings about the watch ending; a PulseAudio that died is not worth one", n)
+	}
 }
