@@ -39,6 +39,7 @@ const (
 	facilitySourceOutput         = 0x0003
 	facilityMask                 = 0x000F
 	eventTypeNew                 = 0x0000
+	eventTypeRemove              = 0x0020
 	eventTypeMask                = 0x0030
 
 	errNoEntity = 5 // PA_ERR_NOENTITY

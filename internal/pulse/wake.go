@@ -26,7 +26,8 @@ func restartSpeakerClock(c *client) error {
 }
 
 // watchSpeakerMonitor restarts the speaker's clock whenever a stream starts
-// recording speaker.monitor (the encoder, started for the first listener),
+// recording speaker.monitor while no other does (the encoder, started for
+// the first listener),
 // so it gets audio within a block of its own latency instead of after the
 // idle 2 s block. It returns when ctx ends or the connection fails (the
 // PulseAudio it talks to exited).
@@ -46,6 +47,10 @@ func watchSpeakerMonitor(ctx context.Context, socket string, cookie []byte, log 
 	if _, err := c.request(cmdSubscribe, putU32(nil, subscriptionMaskSourceOutput)...); err != nil {
 		return fmt.Errorf("speaker monitor watch: subscribe: %w", ctxErr(ctx, err))
 	}
+	// Streams recording the monitor now: a restart is for the first one
+	// only, since a suspend would make those already recording (the encoder
+	// serving listeners) skip.
+	recording := map[uint32]bool{}
 	for {
 		c.conn.SetDeadline(time.Time{})
 		if ctx.Err() != nil {
@@ -58,7 +63,14 @@ func watchSpeakerMonitor(ctx context.Context, socket string, cookie []byte, log 
 			}
 			return fmt.Errorf("speaker monitor watch: %w", err)
 		}
-		if ev.typ&facilityMask != facilitySourceOutput || ev.typ&eventTypeMask != eventTypeNew {
+		if ev.typ&facilityMask != facilitySourceOutput {
+			continue
+		}
+		if ev.typ&eventTypeMask == eventTypeRemove {
+			delete(recording, ev.index)
+			continue
+		}
+		if ev.typ&eventTypeMask != eventTypeNew {
 			continue
 		}
 		c.conn.SetDeadline(time.Now().Add(requestTimeout))
@@ -70,6 +82,11 @@ func watchSpeakerMonitor(ctx context.Context, socket string, cookie []byte, log 
 			return fmt.Errorf("speaker monitor watch: source output %d: %w", ev.index, ctxErr(ctx, err))
 		}
 		if src != monitor {
+			continue
+		}
+		first := len(recording) == 0
+		recording[ev.index] = true
+		if !first {
 			continue
 		}
 		start := time.Now()

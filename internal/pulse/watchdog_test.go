@@ -126,12 +126,22 @@ func TestSpeakerClockRestartsForMonitorRecording(t *testing.T) {
 		cmd.Wait()
 	}
 	const restarted = "speaker clock restarted"
+	// A second stream recording the monitor while one already does must
+	// not restart the clock under the first.
+	both := make(chan struct{})
+	go func() { defer close(both); record("speaker.monitor") }()
+	time.Sleep(300 * time.Millisecond)
+	record("speaker.monitor")
+	<-both
+	if n := logs.count(restarted); n != 1 {
+		t.Fatalf("two overlapping recordings of the monitor restarted the clock %d times, want once", n)
+	}
 	record("microphone")
-	if n := logs.count(restarted); n != 0 {
-		t.Errorf("recording the microphone restarted the speaker clock %d times", n)
+	if n := logs.count(restarted); n != 1 {
+		t.Errorf("recording the microphone restarted the speaker clock (%d restarts, want 1)", n)
 	}
 	record("speaker.monitor")
-	eventually(t, "speaker clock restarted", func() bool { return logs.count(restarted) == 1 })
+	eventually(t, "speaker clock restarted", func() bool { return logs.count(restarted) == 2 })
 
 	pid := childPulseaudio(t)
 	_, before := ready.last()
@@ -143,7 +153,7 @@ func TestSpeakerClockRestartsForMonitorRecording(t *testing.T) {
 		return r && n > before && childPulseaudio(t) != pid
 	})
 	record("speaker.monitor")
-	eventually(t, "speaker clock restarted by the new pulseaudio's watch", func() bool { return logs.count(restarted) == 2 })
+	eventually(t, "speaker clock restarted by the new pulseaudio's watch", func() bool { return logs.count(restarted) == 3 })
 	if n := logs.count("watch ended"); n != 0 {
 		t.Errorf("%d warnings about the watch ending; a PulseAudio that died is not worth one", n)
 	}
