@@ -225,7 +225,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 	undeclared, _ := microphone.ParseUndeclared(cfg.MicUndeclared)
 	mic, err := microphone.New(microphone.Config{
 		Undeclared: undeclared,
-		Server: micServer, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
+		Server:     micServer, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
 		Rate: cfg.MicRate, Channels: cfg.MicChannels, Log: log.With("actor", "microphone"),
 		Ready: ready.Setter("microphone"), Registerer: reg,
 	})
