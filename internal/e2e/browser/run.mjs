@@ -4,7 +4,7 @@
 //
 //   node run.mjs speaker    --page URL --ws URL --seconds S --user-data-dir DIR
 //   node run.mjs microphone --page URL --ws URL --seconds S --user-data-dir DIR --fake-audio WAV
-//                [--context-rate HZ]
+//                [--context-rate HZ] [--undeclared]
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
@@ -17,6 +17,8 @@ const { values: opt, positionals } = parseArgs({
     'user-data-dir': { type: 'string' },
     'fake-audio': { type: 'string' },
     'context-rate': { type: 'string' },
+    // The page declares no format, as abcdesktop's client.
+    undeclared: { type: 'boolean', default: false },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
     timeout: { type: 'string', default: '60' },
   },
@@ -61,6 +63,7 @@ try {
   const url = new URL(`${mode}.html`, opt.page);
   url.searchParams.set('ws', opt.ws);
   if (opt['context-rate']) url.searchParams.set('rate', opt['context-rate']);
+  if (opt.undeclared) url.searchParams.set('undeclared', '1');
   await page.goto(url.href);
   result = mode === 'speaker' ? await speaker(page) : await microphone(page);
 } finally {
