@@ -39,7 +39,7 @@ func decisions(r *Relay, rate, how string) float64 {
 func TestRelayUndeclaredDetectsAndFlushesHeld(t *testing.T) {
 	fifoPath := makeFIFO(t)
 	pr := readPipe(t, fifoPath)
-	r := startRelay(t, fifoPath, nil)
+	r := startRelay(t, fifoPath, func(c *Config) { c.Undeclared = Undeclared{} })
 	for _, rate := range []int{48000, 44100} {
 		before := len(pr.bytes())
 		c := dial(t, r, "jwt_token=x")
@@ -72,7 +72,10 @@ func TestRelayUndeclaredDetectsAndFlushesHeld(t *testing.T) {
 func TestRelayUndeclaredQuietSenderDecidedByTimer(t *testing.T) {
 	fifoPath := makeFIFO(t)
 	pr := readPipe(t, fifoPath)
-	r := startRelay(t, fifoPath, func(c *Config) { c.DetectHold = 100 * time.Millisecond })
+	r := startRelay(t, fifoPath, func(c *Config) {
+		c.Undeclared = Undeclared{}
+		c.DetectHold = 100 * time.Millisecond
+	})
 	c := dial(t, r, "")
 	sendPaced(t, c, audiotest.Sine(440, 48000, 0.5, 48000/5, 1), 48000, 1)
 	waitFor(t, "held audio written without further messages", func() bool { return len(pr.bytes()) >= 44100*4/5*95/100 })
@@ -139,5 +142,32 @@ func TestParseUndeclared(t *testing.T) {
 		if _, err := ParseUndeclared(s); err == nil {
 			t.Errorf("%q accepted", s)
 		}
+	}
+}
+
+// A sender replaced during its detection takes its held audio with it; the
+// newcomer's stream is detected afresh.
+func TestRelayUndeclaredReplacementDetectsAfresh(t *testing.T) {
+	fifoPath := makeFIFO(t)
+	pr := readPipe(t, fifoPath)
+	r := startRelay(t, fifoPath, func(c *Config) { c.Undeclared = Undeclared{} })
+	first := dial(t, r, "")
+	// 200 ms of a 1 kHz tone at 48000 Hz: still held when replaced.
+	sendPaced(t, first, audiotest.Sine(1000, 48000, 0.5, 48000/5, 1), 48000, 1)
+	second := dial(t, r, "")
+	if code := closeCode(t, first); code != CloseReplaced {
+		t.Fatalf("first sender closed with %d, want %d", code, CloseReplaced)
+	}
+	sendPaced(t, second, audiotest.Sine(440, 44100, 0.5, 44100, 1), 44100, 1)
+	waitFor(t, "the newcomer's second of audio", func() bool { return len(pr.bytes()) >= 44100*4*97/100 })
+	if got := testutil.ToFloat64(r.um.detected); got != 44100 {
+		t.Errorf("detected %g, want the newcomer's 44100", got)
+	}
+	out := f32Samples(t, pr.bytes())
+	if len(out) > 44100*103/100 {
+		t.Errorf("%d samples in the pipe, want the newcomer's 44100 only", len(out))
+	}
+	if f := audiotest.DominantFrequency(out, 44100); math.Abs(f-440) > 4.4 {
+		t.Errorf("tone at %.1f Hz in the pipe, want the newcomer's 440", f)
 	}
 }
