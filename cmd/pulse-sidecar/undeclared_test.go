@@ -55,6 +55,7 @@ func TestDaemonUndeclaredMicrophone(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(500 * time.Millisecond)
+			droppedBefore := d.metric("pulse_sidecar_microphone_bytes_dropped_total")
 			conn, _, err := websocket.DefaultDialer.Dial("ws://"+d.mic+"/?jwt_token=x", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -82,18 +83,31 @@ func TestDaemonUndeclaredMicrophone(t *testing.T) {
 			}
 			got := audiotest.DominantFrequency(pcm[s:e], 44100)
 			dur := float64(e-s) / 44100
-			t.Logf("recorded %.3f s of tone at %.2f Hz", dur, got)
+			// The pipe holds at most ~50 ms: when this loaded machine does
+			// not schedule PulseAudio in time, the relay drops audio, as it
+			// does for declared streams. What it dropped counts towards the
+			// length sent; a wrong rate would still be 8.8 % off.
+			dropped := (d.metric("pulse_sidecar_microphone_bytes_dropped_total") - droppedBefore) / (44100 * 4)
+			t.Logf("recorded %.3f s of tone at %.2f Hz; %.3f s dropped at the pipe", dur, got, dropped)
 			if math.Abs(got-440)/440 > 0.01 {
 				t.Errorf("recorded %.2f Hz, want 440 Hz within 1%%", got)
 			}
 			// 3 %, and the 10 ms windows of Loud at either end.
-			if math.Abs(dur-secs) > secs*0.03+0.02 {
-				t.Errorf("recorded tone lasts %.3f s, sent %d s", dur, secs)
+			if math.Abs(dur+dropped-secs) > secs*0.03+0.02 {
+				t.Errorf("recorded tone lasts %.3f s (+ %.3f s dropped at the pipe), sent %d s", dur, dropped, secs)
+			}
+			if dropped > 0.1*secs {
+				t.Errorf("%.3f s dropped at the pipe, more than PulseAudio's scheduling explains", dropped)
 			}
 		})
 	}
-	if log := d.stderr.String(); !strings.Contains(log, "microphone rate of undeclared stream") {
+	log := d.stderr.String()
+	if !strings.Contains(log, "microphone rate of undeclared stream") {
 		t.Errorf("the detected rate is not logged:\n%s", log)
+	}
+	// The hold's audio itself is never cut.
+	if strings.Contains(log, "microphone held audio dropped") {
+		t.Errorf("held audio was dropped:\n%s", log)
 	}
 }
 

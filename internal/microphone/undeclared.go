@@ -116,16 +116,18 @@ type undeclaredStream struct {
 	c   *wsserver.Conn
 	log *slog.Logger
 
-	mu       sync.Mutex
-	det      *RateDetector
-	started  bool
-	held     []byte
-	timer    *time.Timer
-	conv     *Converter // nil until decided
-	out      []byte
-	backlog  []byte    // converted audio the pipe had no room for yet
-	progress time.Time // when the backlog last shrank
-	closed   bool
+	mu             sync.Mutex
+	det            *RateDetector
+	started        bool
+	held           []byte
+	timer          *time.Timer
+	conv           *Converter // nil until decided
+	out            []byte
+	backlog        []byte    // converted audio the pipe had no room for yet
+	progress       time.Time // when the backlog last shrank
+	flushed        time.Time // when the held audio went to the backlog
+	backlogDropped int
+	closed         bool
 }
 
 func (r *Relay) newUndeclaredStream(c *wsserver.Conn, log *slog.Logger) *undeclaredStream {
@@ -216,6 +218,7 @@ func (u *undeclaredStream) decide(rate int, how string) {
 	// The hold's audio goes out as one batch: it may be more than the pipe
 	// takes at once, so it waits in the backlog for PulseAudio to read.
 	u.progress = time.Now()
+	u.flushed = u.progress
 	u.convert(u.held, true)
 	u.held = nil
 }
@@ -252,8 +255,13 @@ func (u *undeclaredStream) convert(msg []byte, batch bool) {
 	if consumed > 0 {
 		u.progress = now
 		u.backlog = u.backlog[:copy(u.backlog, u.backlog[consumed:])]
+		if len(u.backlog) == 0 {
+			u.log.Debug("microphone held audio written", "after", now.Sub(u.flushed).Round(time.Millisecond), "dropped_bytes", u.backlogDropped+dropped)
+		}
 	}
+	u.backlogDropped += dropped
 	if len(u.backlog) > 0 && now.Sub(u.progress) > backlogStall {
+		u.log.Info("microphone held audio dropped: PulseAudio is not reading", "bytes", len(u.backlog))
 		r.m.dropped.Add(float64(len(u.backlog)))
 		u.backlog = u.backlog[:0]
 	}
