@@ -142,6 +142,15 @@ func (u *undeclaredStream) push(now time.Time, msg []byte) {
 		u.convert(msg, false)
 		return
 	}
+	u.r.mu.Lock()
+	replaced := u.r.current != u.c
+	u.r.mu.Unlock()
+	if replaced {
+		// Its audio would be dropped anyway; holding it would only let a
+		// stream of replaced senders pile up memory.
+		u.held = nil
+		return
+	}
 	u.held = append(u.held, msg...)
 	rate, ok := u.det.Observe(now, len(msg)/4)
 	if !u.started {
