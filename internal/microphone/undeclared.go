@@ -86,6 +86,13 @@ func (r *Relay) admitUndeclared(q url.Values) *sender {
 	return &sender{r: r, in: Format{Encoding: F32LE, Rate: UndeclaredFallbackRate, Channels: 1}, detect: true}
 }
 
+// verifyFactor is how much longer than the hold a second detector watches
+// the same arrivals (2 s by default). The hold decides on 400 ms, where a
+// sender that really loses time early (an audio thread starved at start,
+// as headless Chromium's is on a loaded machine) looks slow; over 2 s the
+// same loss is small, and a wrong first decision is corrected.
+const verifyFactor = 5
+
 // maxHeld bounds the bytes held for detection: two seconds of float32 at
 // the highest admitted rate, far beyond what a real-time sender sends in
 // the detector's longest wait (twice DefaultDetectHold), so only a sender
@@ -118,6 +125,8 @@ type undeclaredStream struct {
 
 	mu             sync.Mutex
 	det            *RateDetector
+	verify         *RateDetector // the same arrivals over a longer hold; nil once it decided
+	rate           int           // decided
 	started        bool
 	held           []byte
 	timer          *time.Timer
@@ -131,13 +140,22 @@ type undeclaredStream struct {
 }
 
 func (r *Relay) newUndeclaredStream(c *wsserver.Conn, log *slog.Logger) *undeclaredStream {
-	return &undeclaredStream{r: r, c: c, log: log, det: NewRateDetector(Rates, r.cfg.DetectHold)}
+	return &undeclaredStream{r: r, c: c, log: log, det: NewRateDetector(Rates, r.cfg.detectHold()),
+		verify: NewRateDetector(Rates, verifyFactor*r.cfg.detectHold())}
 }
 
 // push takes one message, received at now.
 func (u *undeclaredStream) push(now time.Time, msg []byte) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.verify != nil {
+		if rate, ok := u.verify.Observe(now, len(msg)/4); ok {
+			u.verify = nil
+			if u.conv != nil && rate != u.rate {
+				u.correct(rate)
+			}
+		}
+	}
 	if u.conv != nil {
 		u.convert(msg, false)
 		return
@@ -194,13 +212,20 @@ func (u *undeclaredStream) close() {
 	if u.timer != nil {
 		u.timer.Stop()
 	}
-	if u.conv != nil || len(u.held) == 0 {
-		return
+	if u.conv == nil && len(u.held) > 0 {
+		if rate, ok := u.det.Decide(); ok {
+			u.decide(rate, "detected")
+		} else {
+			u.decide(UndeclaredFallbackRate, "fallback")
+		}
 	}
-	if rate, ok := u.det.Decide(); ok {
-		u.decide(rate, "detected")
-	} else {
-		u.decide(UndeclaredFallbackRate, "fallback")
+	// Messages drain the backlog; with none coming any more, wait for
+	// PulseAudio here, as long as it makes progress.
+	for i := 0; len(u.backlog) > 0 && i < int(10*backlogStall/time.Millisecond); i++ {
+		u.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		u.mu.Lock()
+		u.convert(nil, false)
 	}
 }
 
@@ -216,7 +241,7 @@ func (u *undeclaredStream) decide(rate int, how string) {
 		u.log.Error("microphone converter for detected rate", "rate", rate, "err", err)
 		conv, _ = NewConverter(u.r.pipe, u.r.pipe)
 	}
-	u.conv = conv
+	u.conv, u.rate = conv, rate
 	held := time.Duration(0)
 	if u.det.started {
 		held = time.Since(u.det.first).Round(time.Millisecond)
@@ -230,6 +255,20 @@ func (u *undeclaredStream) decide(rate int, how string) {
 	u.flushed = u.progress
 	u.convert(u.held, true)
 	u.held = nil
+}
+
+// correct switches the stream to the rate the longer watch found. The
+// audio before it was converted at the first decision's rate; what follows
+// is right.
+func (u *undeclaredStream) correct(rate int) {
+	conv, err := NewConverter(Format{Encoding: F32LE, Rate: rate, Channels: 1}, u.r.pipe)
+	if err != nil {
+		return
+	}
+	u.log.Warn("microphone rate of undeclared stream corrected", "from", u.rate, "rate", rate)
+	u.conv, u.rate = conv, rate
+	u.r.um.detected.Set(float64(rate))
+	u.r.um.decisions.WithLabelValues(strconv.Itoa(rate), "corrected").Inc()
 }
 
 // convert converts msg and writes it after any backlog; batch (the held

@@ -171,3 +171,38 @@ func TestRelayUndeclaredReplacementDetectsAfresh(t *testing.T) {
 		t.Errorf("tone at %.1f Hz in the pipe, want the newcomer's 440", f)
 	}
 }
+
+// A sender whose audio thread loses time early (nothing captured for 80 ms,
+// never caught up, as a starved browser does) looks slow over the hold; the
+// longer watch corrects the rate, and the rest of the stream is right.
+func TestRelayUndeclaredCorrectsEarlyLoss(t *testing.T) {
+	fifoPath := makeFIFO(t)
+	pr := readPipe(t, fifoPath)
+	r := startRelay(t, fifoPath, func(c *Config) { c.Undeclared = Undeclared{} })
+	c := dial(t, r, "")
+	const rate, quantum = 48000, 128
+	samples := audiotest.Sine(440, rate, 0.5, 3*rate, 1)
+	period := time.Second * quantum / rate
+	start := time.Now()
+	for i := 0; len(samples) > 0; i++ {
+		due := start.Add(time.Duration(i) * period)
+		if i >= 40 {
+			due = due.Add(80 * time.Millisecond)
+		}
+		time.Sleep(time.Until(due))
+		n := min(quantum, len(samples))
+		if err := c.WriteMessage(websocket.BinaryMessage, f32Bytes(samples[:n])); err != nil {
+			t.Fatal(err)
+		}
+		samples = samples[n:]
+	}
+	waitFor(t, "a final rate", func() bool { return testutil.ToFloat64(r.um.detected) == rate })
+	t.Logf("first decision 44100: %g, 48000: %g; corrected to 48000: %g",
+		decisions(r, "44100", "detected"), decisions(r, "48000", "detected"), decisions(r, "48000", "corrected"))
+	waitFor(t, "audio in the pipe", func() bool { return len(pr.bytes()) >= 44100*4*2 })
+	out := f32Samples(t, pr.bytes())
+	tail := out[len(out)-44100/2:]
+	if f := audiotest.DominantFrequency(tail, 44100); math.Abs(f-440) > 4.4 {
+		t.Errorf("the stream's last half second at %.1f Hz, want 440", f)
+	}
+}
