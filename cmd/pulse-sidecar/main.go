@@ -267,8 +267,11 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 	}
 	micServer := wsBase
 	micServer.Addr = cfg.MicrophoneAddr
+	// Validated in config.Parse.
+	undeclared, _ := microphone.ParseUndeclared(cfg.MicUndeclared)
 	mic, err := microphone.New(microphone.Config{
-		Server: micServer, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
+		Undeclared: undeclared,
+		Server:     micServer, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
 		Rate: cfg.MicRate, Channels: cfg.MicChannels, Log: log.With("actor", "microphone"),
 		Ready: ready.Setter("microphone"), Registerer: reg,
 	})

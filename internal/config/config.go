@@ -64,6 +64,11 @@ type Config struct {
 	MaxBehind      time.Duration
 	EncoderStall   time.Duration
 
+	// MicUndeclared is --mic-undeclared: what a microphone sender that
+	// declares none of format, rate, channels gets (detect, passthrough or
+	// a rate; see microphone.ParseUndeclared).
+	MicUndeclared string
+
 	// Cookie is the 32-hex-digit PULSEAUDIO_COOKIE, empty when unset. It is
 	// deliberately not a flag: a flag would show up in /proc/PID/cmdline.
 	Cookie string
@@ -140,6 +145,9 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&c.AuthAudience, "auth-jwt-audience", "", "when set, the token's aud must contain it")
 	fs.StringVar(&c.AuthIssuer, "auth-jwt-issuer", "", "when set, the token's iss must equal it")
 	fs.Var(claims, "auth-require-claim", "NAME=VALUE: the token's claim NAME must be VALUE (repeatable; commas separate pairs, \\, is a literal comma)")
+
+	// Undeclared microphone streams: see README "Undeclared microphone streams".
+	fs.StringVar(&c.MicUndeclared, "mic-undeclared", "detect", "microphone senders declaring no format, rate or channels (abcdesktop's client): detect (float32 mono, rate found from arrivals), passthrough (bytes as the pipe format, the original's behaviour) or a rate (float32 mono at that rate)")
 
 	fs.Usage = func() {}
 
@@ -329,6 +337,9 @@ func (c *Config) validate() error {
 			flag = "--mic-channels"
 		}
 		return fmt.Errorf("%s: %v", flag, err)
+	}
+	if _, err := microphone.ParseUndeclared(c.MicUndeclared); err != nil {
+		return fmt.Errorf("--mic-undeclared %v", err)
 	}
 	switch c.LogFormat {
 	case "text", "json":
