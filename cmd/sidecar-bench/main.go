@@ -7,6 +7,8 @@
 //	                      [--breakdown --pid PID] [--proof-delay 100ms]
 //	sidecar-bench churn   --ws URL --pid PID [--cycles 10000 --cycle-rate 200]
 //	sidecar-bench footprint --pid PID --ws URL [--duration 20s] [--listeners 1]
+//	sidecar-bench idle    --pid PID [--duration 20s]
+//	sidecar-bench soak    --ws URL --pid PID --ready URL [--duration 5m --kill-every 20s]
 package main
 
 import (
@@ -105,6 +107,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cycleRate := churnFS.Float64("cycle-rate", 200, "cycles started per second")
 	churnSettle := churnFS.Duration("settle", 15*time.Second, "wait after the last cycle before the last reading")
 
+	idleFS, idleO := newFlags("idle")
+	idleFS.Lookup("duration").Value.Set("20s")
+	idleFS.Lookup("duration").DefValue = "20s"
+
+	soakFS, soakO := newFlags("soak")
+	soakFS.Lookup("duration").Value.Set("5m")
+	soakFS.Lookup("duration").DefValue = "5m"
+	soakReady := soakFS.String("ready", "http://127.0.0.1:29780/readyz", "daemon's /readyz URL (empty: not polled)")
+	soakChurn := soakFS.Float64("churn-rate", 20, "listeners connected and closed per second")
+	soakStalled := soakFS.Int("stalled", 20, "listeners that connect and never read")
+	soakHalf := soakFS.Int("half-open", 50, "TCP connections that send half a request and wait")
+	soakKill := soakFS.Duration("kill-every", 20*time.Second, "SIGKILL the daemon's PulseAudio and encoder in turn this often (0: never)")
+	soakSettle := soakFS.Duration("settle", 15*time.Second, "wait after everyone left before the last reading")
+
 	var result interface{ WriteTable(io.Writer) error }
 	var jsonOut bool
 	prepare := func(o *options) error {
@@ -202,12 +218,46 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		},
 	}
+	idle := &ffcli.Command{
+		Name: "idle", ShortUsage: "sidecar-bench idle --pid PID [flags]", ShortHelp: "CPU of the daemon and its children while nobody listens",
+		FlagSet: idleFS, Options: opts,
+		Exec: func(ctx context.Context, _ []string) error {
+			if idleO.pid <= 0 || idleO.duration <= 0 {
+				return fmt.Errorf("--pid %d --duration %s: both must be positive", idleO.pid, idleO.duration)
+			}
+			jsonOut = idleO.jsonOut
+			i := &bench.Idle{PID: idleO.pid, Duration: idleO.duration}
+			r, err := i.Run(ctx)
+			result = r
+			return err
+		},
+	}
+	soak := &ffcli.Command{
+		Name: "soak", ShortUsage: "sidecar-bench soak --pid PID [flags]",
+		ShortHelp: "listener churn, stalled clients, PulseAudio and encoder kills at once; report what survived",
+		FlagSet:   soakFS, Options: opts,
+		Exec: func(ctx context.Context, _ []string) error {
+			if soakO.duration <= 0 || *soakChurn < 0 || *soakStalled < 0 || *soakHalf < 0 || *soakKill < 0 {
+				return errors.New("--duration must be positive; --churn-rate, --stalled, --half-open and --kill-every must not be negative")
+			}
+			if err := prepare(soakO); err != nil {
+				return err
+			}
+			s := &bench.Soak{
+				Target: soakO.target(), ReadyURL: *soakReady, Duration: soakO.duration, ChurnRate: *soakChurn,
+				Stalled: *soakStalled, HalfOpen: *soakHalf, KillEvery: *soakKill, Settle: *soakSettle, Progress: stderr,
+			}
+			r, err := s.Run(ctx)
+			result = r
+			return err
+		},
+	}
 	root := &ffcli.Command{
-		ShortUsage:  "sidecar-bench fanout|latency|churn|footprint [flags]",
-		Subcommands: []*ffcli.Command{fanout, latency, churn, footprint},
+		ShortUsage:  "sidecar-bench fanout|latency|churn|footprint|idle|soak [flags]",
+		Subcommands: []*ffcli.Command{fanout, latency, churn, footprint, idle, soak},
 		FlagSet:     flag.NewFlagSet("sidecar-bench", flag.ContinueOnError),
 		Exec: func(context.Context, []string) error {
-			return errors.New("want a mode: fanout, latency, churn or footprint")
+			return errors.New("want a mode: fanout, latency, churn, footprint, idle or soak")
 		},
 	}
 	root.FlagSet.SetOutput(stderr)

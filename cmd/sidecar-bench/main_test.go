@@ -27,6 +27,8 @@ func TestBadFlags(t *testing.T) {
 		{"latency", "--player", "vlc"},
 		{"churn", "--cycles", "0"},
 		{"footprint"},
+		{"idle"},
+		{"soak", "--churn-rate", "-1"},
 	} {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {
@@ -300,5 +302,69 @@ func TestHeardLatencyAgainstDaemon(t *testing.T) {
 	if off := res.HeardAdded.P50 - res.ProofDelay; off < -10*time.Millisecond || off > 10*time.Millisecond {
 		t.Errorf("a %v delay on the page's output was measured as %v (median of %d bursts): more than 10 ms off",
 			res.ProofDelay, res.HeardAdded.P50, res.HeardAdded.N)
+	}
+}
+
+func TestIdleAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	if err := run(ctx, []string{"idle", "--pid", fmt.Sprint(d.cmd.Process.Pid), "--duration", "2s", "--json"}, &out, &errb); err != nil {
+		t.Fatalf("idle: %v\n%s", err, errb.String())
+	}
+	var res bench.IdleResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("idle JSON: %v\n%s", err, out.String())
+	}
+	comms := map[string]bool{}
+	for _, p := range res.Processes {
+		comms[p.Comm] = true
+	}
+	if res.Seconds < 1.9 || res.Share < 0 || !comms["pulse-sidecar"] || !comms["pulseaudio"] {
+		t.Errorf("idle result %+v", res)
+	}
+}
+
+// The short soak CI runs: churn, stalled and half-open clients, PulseAudio
+// and the encoder killed in turn; the daemon, its readiness and the
+// reference listener's audio must survive, and nothing may be left behind.
+func TestSoakAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"soak", "--ws", d.ws, "--pid", fmt.Sprint(d.cmd.Process.Pid),
+		"--metrics", "http://" + d.ops + "/metrics", "--ready", "http://" + d.ops + "/readyz",
+		"--duration", "24s", "--churn-rate", "10", "--stalled", "3", "--half-open", "5",
+		"--kill-every", "6s", "--settle", "0s", "--json"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("soak: %v\n%s", err, errb.String())
+	}
+	var res bench.SoakResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("soak JSON: %v\n%s", err, out.String())
+	}
+	t.Logf("%s", errb.String())
+	if !res.DaemonAlive || !res.ReadyAtEnd || !res.ReferenceConnected {
+		t.Errorf("daemon alive %v, ready at end %v, reference listener connected %v", res.DaemonAlive, res.ReadyAtEnd, res.ReferenceConnected)
+	}
+	if len(res.Kills) < 2 {
+		t.Errorf("%d kills, want PulseAudio and the encoder killed at least once each", len(res.Kills))
+	}
+	for _, k := range res.Kills {
+		if !k.Recovered {
+			t.Errorf("no audio after killing %s at %.1f s", k.What, k.At)
+		}
+	}
+	if res.ChurnOK == 0 || res.ChurnFailed > res.ChurnOK/4 {
+		t.Errorf("churn: %d ok, %d failed (%s)", res.ChurnOK, res.ChurnFailed, res.ChurnFirstErr)
+	}
+	if res.ListenersAtClose != 0 {
+		t.Errorf("relay counts %d listeners after all left", res.ListenersAtClose)
+	}
+	var table bytes.Buffer
+	if err := res.WriteTable(&table); err != nil || !strings.Contains(table.String(), "kills:") {
+		t.Errorf("table: %v\n%s", err, table.String())
 	}
 }

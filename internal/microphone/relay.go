@@ -44,6 +44,12 @@ type Config struct {
 	// PulseAudio that is slow to be scheduled [50ms].
 	MaxQueued time.Duration
 
+	// Undeclared is what a sender declaring none of format, rate and
+	// channels gets (undeclared.go) [detect]; DetectHold the rate
+	// detector's hold [DefaultDetectHold].
+	Undeclared Undeclared
+	DetectHold time.Duration
+
 	Log        *slog.Logger          // [discard]
 	Ready      func(bool)            // told when the listener serves and stops [none]
 	Registerer prometheus.Registerer // metrics go here [not registered]
@@ -104,6 +110,7 @@ type Relay struct {
 	pipe Format
 	srv  *wsserver.Server
 	m    *metrics
+	um   *undeclaredMetrics
 	log  *slog.Logger
 
 	// mu guards the sender and the writer: only the current sender writes,
@@ -128,7 +135,12 @@ func New(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
+	um, err := newUndeclaredMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	r := &Relay{
+		um:     um,
 		cfg:    cfg,
 		pipe:   pipe,
 		m:      m,
@@ -175,6 +187,9 @@ func (r *Relay) Run(ctx context.Context) error {
 // upgrade, and before the sender slot is touched, so a malformed request
 // never costs the current sender anything.
 func (r *Relay) admit(req *http.Request) (wsserver.Session, error) {
+	if s := r.admitUndeclared(req.URL.Query()); s != nil {
+		return s, nil
+	}
 	in, err := NegotiateFormat(req.URL.Query(), r.pipe)
 	if err != nil {
 		return nil, &wsserver.Refusal{Status: http.StatusBadRequest, Reason: wsserver.ReasonParams, Text: err.Error()}
@@ -184,8 +199,9 @@ func (r *Relay) admit(req *http.Request) (wsserver.Session, error) {
 
 // sender is one admitted microphone websocket.
 type sender struct {
-	r  *Relay
-	in Format
+	r      *Relay
+	in     Format
+	detect bool // undeclared: the rate is detected (undeclared.go)
 }
 
 func (s *sender) Serve(c *wsserver.Conn) {
@@ -212,8 +228,15 @@ func (s *sender) Serve(c *wsserver.Conn) {
 		close(stop)
 		<-pinger
 	}()
-	log.Info("microphone sender connected", "format", s.in.String())
-	err = r.receive(c, conv)
+	var und *undeclaredStream
+	if s.detect {
+		und = r.newUndeclaredStream(c, log)
+		defer und.close()
+		log.Info("microphone sender connected", "format", "undeclared: f32le mono, rate to be detected")
+	} else {
+		log.Info("microphone sender connected", "format", s.in.String())
+	}
+	err = r.receive(c, conv, und)
 	log.Info("microphone sender disconnected", "reason", err)
 }
 
@@ -244,7 +267,7 @@ func (r *Relay) release(c *wsserver.Conn) {
 // receive reads audio messages until the peer goes away or breaks the
 // protocol. Audio of a connection that is closing (replaced, stopping) is
 // read and dropped.
-func (r *Relay) receive(c *wsserver.Conn, conv *Converter) error {
+func (r *Relay) receive(c *wsserver.Conn, conv *Converter, und *undeclaredStream) error {
 	ws := c.WS()
 	buf := make([]byte, r.cfg.MaxMessage+1)
 	var out []byte
@@ -265,6 +288,10 @@ func (r *Relay) receive(c *wsserver.Conn, conv *Converter) error {
 		}
 		c.Alive()
 		r.m.bytesIn.Add(float64(n))
+		if und != nil {
+			und.push(time.Now(), buf[:n])
+			continue
+		}
 		var san Sanitized
 		out, san = conv.Convert(out[:0], buf[:n])
 		r.m.sanitized.WithLabelValues(sanitizedNonFinite).Add(float64(san.NonFinite))

@@ -36,6 +36,10 @@ func startRelay(t *testing.T, fifoPath string, edit func(*Config)) *Relay {
 		FIFO:       fifoPath,
 		Registerer: prometheus.NewRegistry(),
 		Log:        slog.New(slog.NewTextHandler(testLog{t}, nil)),
+		// These tests send undeclared bytes in the pipe's format and count
+		// them exactly; rate detection has tests of its own
+		// (undeclared_test.go).
+		Undeclared: Undeclared{Passthrough: true},
 	}
 	if edit != nil {
 		edit(&cfg)

@@ -4,7 +4,7 @@
 //
 //   node run.mjs speaker    --page URL --ws URL --seconds S --user-data-dir DIR
 //   node run.mjs microphone --page URL --ws URL --seconds S --user-data-dir DIR --fake-audio WAV
-//                [--context-rate HZ]
+//                [--context-rate HZ] [--undeclared]
 //   node run.mjs heard      --page URL --ws URL [--delay-ms MS] --seconds S --user-data-dir DIR
 //
 // heard prints {"ready":true} on a line of its own once JSMpeg plays, then
@@ -23,6 +23,8 @@ const { values: opt, positionals } = parseArgs({
     'user-data-dir': { type: 'string' },
     'fake-audio': { type: 'string' },
     'context-rate': { type: 'string' },
+    // The page declares no format, as abcdesktop's client.
+    undeclared: { type: 'boolean', default: false },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
     timeout: { type: 'string', default: '60' },
   },
@@ -68,6 +70,7 @@ try {
   url.searchParams.set('ws', opt.ws);
   if (opt['context-rate']) url.searchParams.set('rate', opt['context-rate']);
   if (opt['delay-ms']) url.searchParams.set('delay', opt['delay-ms']);
+  if (opt.undeclared) url.searchParams.set('undeclared', '1');
   await page.goto(url.href);
   result = await ({ speaker, microphone, heard })[mode](page);
 } finally {

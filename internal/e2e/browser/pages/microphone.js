@@ -1,7 +1,9 @@
 // The abcdesktop microphone client's shape: getUserMedia into an AudioContext
 // at the device rate, an AudioWorklet posting 128 float32 samples per frame,
 // each frame one binary websocket message. Unlike the original it declares
-// the AudioContext's rate, so the sidecar can resample.
+// the AudioContext's rate, so the sidecar can resample; with ?undeclared=1
+// it declares nothing, exactly as the original, and the sidecar has to find
+// the rate itself.
 const params = new URLSearchParams(location.search);
 
 window.microphone = (async () => {
@@ -14,7 +16,8 @@ window.microphone = (async () => {
   const ctx = new AudioContext(rate ? { sampleRate: rate } : {});
   await ctx.resume();
   await ctx.audioWorklet.addModule('frames.js');
-  const ws = new WebSocket(`${params.get('ws')}/?format=f32le&rate=${ctx.sampleRate}`);
+  const query = params.get('undeclared') === '1' ? '' : `?format=f32le&rate=${ctx.sampleRate}`;
+  const ws = new WebSocket(`${params.get('ws')}/${query}`);
   ws.binaryType = 'arraybuffer';
   await new Promise((resolve, reject) => {
     ws.onopen = resolve;
