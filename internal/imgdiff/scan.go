@@ -95,6 +95,12 @@ func readLayer(l v1.Layer, index int, keep func(File) bool, content map[string][
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
+			// Read on past the tar end marker to the blob's end: a verifying
+			// source decides there, and a layer must not be reported on
+			// before its digest is known to match.
+			if _, err := io.Copy(io.Discard, rc); err != nil {
+				return nil, fmt.Errorf("layer %d (%s): %w", index, d, err)
+			}
 			return out, nil
 		}
 		if err != nil {

@@ -89,6 +89,9 @@ type blobOpener func(v1.Hash) (io.ReadCloser, error)
 
 // readSmall reads a manifest or config whole and checks it against d.
 func readSmall(source string, open blobOpener, d v1.Descriptor) ([]byte, error) {
+	if err := checkSize(source, d); err != nil {
+		return nil, err
+	}
 	if d.Size > maxMetadata {
 		return nil, &BlobError{Source: source, Blob: d.Digest.String(), Want: d.Digest, Size: d.Size,
 			Problem: fmt.Sprintf("%d bytes is too large for a manifest or config", d.Size)}
@@ -107,6 +110,9 @@ func readSmall(source string, open blobOpener, d v1.Descriptor) ([]byte, error) 
 
 // checkBlob reads a blob to its end and checks it against d.
 func checkBlob(source string, open blobOpener, d v1.Descriptor) error {
+	if err := checkSize(source, d); err != nil {
+		return err
+	}
 	rc, err := open(d.Digest)
 	if err != nil {
 		return fmt.Errorf("%s: blob %s: %w", source, d.Digest, err)
@@ -202,4 +208,17 @@ func (l *verifiedLayer) Compressed() (io.ReadCloser, error) {
 		io.Reader
 		io.Closer
 	}{v, rc}, nil
+}
+
+// checkSize refuses a descriptor without a size. The verifier reads a
+// negative size as "any size" (docker archives name no sizes), so a hostile
+// index.json or manifest saying -1 would otherwise switch the size check
+// off and have a manifest of any length read into memory before its digest
+// is compared.
+func checkSize(source string, d v1.Descriptor) error {
+	if d.Size < 0 {
+		return &BlobError{Source: source, Blob: d.Digest.String(), Want: d.Digest, Size: d.Size,
+			Problem: fmt.Sprintf("descriptor size %d: a descriptor must give the blob's size", d.Size)}
+	}
+	return nil
 }
