@@ -1,0 +1,239 @@
+package microphone
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// AdmittedRates are the sample rates a rate detector chooses from: every
+// rate an AudioContext runs at in practice. Neighbours are at least 8.8 %
+// apart (44100/48000), so an estimate a few percent off still picks right.
+var AdmittedRates = []int{8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000}
+
+// DefaultDetectHold is how long a RateDetector watches an undeclared
+// stream before deciding. 400 ms is 150 messages of the real client's 128
+// samples, or four or five of the 4096-sample messages a coalescing proxy
+// makes: enough arrivals that a 200 ms stall, bursts of ten messages or
+// ±5 ms of jitter do not pull the decision across the 8.8 % between 44100
+// and 48000 Hz (the simulations in detect_test.go). The audio held
+// meanwhile is delayed once, at the start of a stream; a voice's first
+// syllable is rarely in its first 400 ms. When the arrivals of the hold do
+// not tell the best two rates apart clearly, the detector waits up to
+// twice as long.
+const DefaultDetectHold = 400 * time.Millisecond
+
+// maxDetectPoints bounds the arrivals a detector keeps; a sender of tiny
+// messages reaches it before the hold ends and gets decided early, on
+// plenty of evidence.
+const maxDetectPoints = 4096
+
+// clearMargin is how much more mean delay, as a fraction of the time
+// observed, the runner-up rate must leave than the best one for a decision
+// at the end of the hold. Clean arrivals from a sender at rate R leave
+// 4.4 % of the time observed for a neighbour 8.8 % away and none for R;
+// jitter, bursts and stalls shrink that difference. A sixteenth of it
+// separates every simulated case in detect_test.go that decided right from
+// those that did not.
+const clearMargin = 0.044 / 8
+
+// RateDetector finds the sample rate of a stream that does not declare it,
+// from how many samples arrive per second of wall clock.
+//
+// A sample cannot arrive before it was captured, so every arrival lies at
+// or after the line "capture start + samples so far / rate", late by its
+// network and scheduling delay. Bursts, stalls and coalescing only make
+// arrivals later, never earlier. The detector therefore takes, for each
+// admitted rate, the latest capture line that no arrival precedes, and the
+// mean delay of the arrivals behind it; the true rate leaves the smallest
+// mean delay, while a rate 8.8 % off leaves delays that grow by 8.8 % of
+// the elapsed time. This is the linear-programming estimate of clock skew
+// from one-way delays (Moon, Skelly and Towsley, 1999) restricted to the
+// admitted rates: the line rests on the arrivals with the least delay,
+// whichever they are, so a late first message, a burst, a stall and the
+// catch-up after it weigh nothing beyond their own share of the mean.
+//
+// Arrivals at the same instant (a burst) count once, with all their
+// samples: only the burst's last sample says when the sender had produced
+// that much.
+//
+// The relay holds the stream's audio until a decision, converts all of it
+// at the decided rate, and flushes. It calls Observe for each message and,
+// because a sender may go quiet, also Check from a timer at Deadline.
+//
+// A RateDetector is not safe for concurrent use.
+type RateDetector struct {
+	admitted []int
+	hold     time.Duration
+	first    time.Time
+	started  bool
+	total    int64
+	points   []point // distinct arrival times, in order
+	rate     int
+}
+
+type point struct {
+	at      float64 // seconds since the first arrival
+	samples float64 // samples received up to and including this arrival
+}
+
+// NewRateDetector returns a detector that decides among admitted (nil:
+// AdmittedRates) once hold (<= 0: DefaultDetectHold) has passed since the
+// first arrival, or up to twice that when the arrivals are ambiguous.
+func NewRateDetector(admitted []int, hold time.Duration) *RateDetector {
+	if len(admitted) == 0 {
+		admitted = AdmittedRates
+	}
+	if hold <= 0 {
+		hold = DefaultDetectHold
+	}
+	return &RateDetector{admitted: slices.Clone(admitted), hold: hold}
+}
+
+// Observe records that a message of samples samples arrived at at, then
+// checks as Check(at) does. Arrival times must not go backwards (readings
+// of a monotonic clock); messages without samples still count as arrivals.
+func (d *RateDetector) Observe(at time.Time, samples int) (rate int, decided bool) {
+	if d.rate != 0 {
+		return d.rate, true
+	}
+	if !d.started {
+		d.started, d.first = true, at
+	}
+	d.total += int64(max(samples, 0))
+	p := point{at: at.Sub(d.first).Seconds(), samples: float64(d.total)}
+	if n := len(d.points); n > 0 && p.at <= d.points[n-1].at {
+		d.points[n-1].samples = p.samples
+	} else {
+		d.points = append(d.points, p)
+	}
+	if len(d.points) >= maxDetectPoints {
+		return d.Decide()
+	}
+	return d.Check(at)
+}
+
+// Check decides if it is time: from the end of the hold when the arrivals
+// are clear, at Deadline whatever they are. Once decided it returns the
+// decided rate with decided true, ever after. At Deadline it can still
+// return false, when the arrivals cannot tell at all (see Decide).
+func (d *RateDetector) Check(now time.Time) (rate int, decided bool) {
+	if d.rate != 0 {
+		return d.rate, true
+	}
+	if !d.started {
+		return 0, false
+	}
+	switch elapsed := now.Sub(d.first); {
+	case elapsed >= 2*d.hold:
+		return d.Decide()
+	case elapsed >= d.hold:
+		r, margin := d.best()
+		if r != 0 && margin >= clearMargin*d.points[len(d.points)-1].at {
+			d.rate, d.points = r, nil
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// Deadline is when Check decides at the latest (twice the hold after the
+// first arrival); the zero time before the first arrival.
+func (d *RateDetector) Deadline() time.Time {
+	if !d.started {
+		return time.Time{}
+	}
+	return d.first.Add(2 * d.hold)
+}
+
+// Decide decides now with what has arrived, if it has not decided yet: the
+// admitted rate that fits the arrivals best. It returns false when the
+// arrivals cannot tell (fewer than two distinct arrival times, or no
+// samples after the first arrival); the caller then falls back to a
+// configured rate.
+func (d *RateDetector) Decide() (rate int, ok bool) {
+	if d.rate != 0 {
+		return d.rate, true
+	}
+	r, _ := d.best()
+	if r == 0 {
+		return 0, false
+	}
+	d.rate, d.points = r, nil
+	return r, true
+}
+
+// best returns the admitted rate leaving the least mean delay and by how
+// much (in seconds) the runner-up leaves more; 0 when the arrivals cannot
+// tell.
+func (d *RateDetector) best() (rate int, margin float64) {
+	if len(d.points) < 2 || d.points[len(d.points)-1].samples <= d.points[0].samples {
+		return 0, 0
+	}
+	best, second := math.Inf(1), math.Inf(1)
+	for _, r := range d.admitted {
+		switch c := d.meanDelay(float64(r)); {
+		case c < best:
+			rate, best, second = r, c, best
+		case c < second:
+			second = c
+		}
+	}
+	return rate, second - best
+}
+
+// Estimate is the rate the arrivals so far suggest, in Hz, not snapped to
+// an admitted rate (the slope of the upper hull of cumulative samples over
+// arrival time where it spans the mean arrival time, the same estimator
+// unrestricted); 0 when there is not enough to tell, or once decided. For
+// logs and tests.
+func (d *RateDetector) Estimate() float64 {
+	if len(d.points) < 2 {
+		return 0
+	}
+	hull := upperHull(d.points)
+	var mean float64
+	for _, p := range d.points {
+		mean += p.at
+	}
+	mean /= float64(len(d.points))
+	for i := 1; i < len(hull); i++ {
+		if hull[i].at >= mean || i == len(hull)-1 {
+			a, b := hull[i-1], hull[i]
+			return (b.samples - a.samples) / (b.at - a.at)
+		}
+	}
+	return 0
+}
+
+// meanDelay is the mean delay of the arrivals behind the earliest capture
+// line at rate r that none of them precedes.
+func (d *RateDetector) meanDelay(r float64) float64 {
+	lo, sum := math.Inf(1), 0.0
+	for _, p := range d.points {
+		e := p.at - p.samples/r
+		lo = min(lo, e)
+		sum += e
+	}
+	return sum/float64(len(d.points)) - lo
+}
+
+// upperHull returns the upper convex hull of points sorted by time.
+func upperHull(pts []point) []point {
+	var h []point
+	for _, p := range pts {
+		for len(h) >= 2 {
+			a, b := h[len(h)-2], h[len(h)-1]
+			// Drop b when it lies on or below the line from a to p.
+			if (b.samples-a.samples)*(p.at-a.at) <= (p.samples-a.samples)*(b.at-a.at) {
+				h = h[:len(h)-1]
+				continue
+			}
+			break
+		}
+		h = append(h, p)
+	}
+	return h
+}
+
+var diagHook func(*RateDetector)
