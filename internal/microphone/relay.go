@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
@@ -43,6 +44,11 @@ type Config struct {
 	// more is dropped. Small keeps the microphone live, large rides out a
 	// PulseAudio that is slow to be scheduled [50ms].
 	MaxQueued time.Duration
+
+	// FFmpeg decodes ?format=opus senders, one child per sender started by
+	// Reaper (see opus.go); empty: format=opus is refused.
+	FFmpeg string
+	Reaper *supervise.Reaper
 
 	Log        *slog.Logger          // [discard]
 	Ready      func(bool)            // told when the listener serves and stops [none]
@@ -94,6 +100,9 @@ func (c *Config) validate() (Format, error) {
 	}
 	if c.MaxMessage < 0 {
 		errs = append(errs, fmt.Errorf("max message size %d is negative", c.MaxMessage))
+	}
+	if c.FFmpeg != "" && c.Reaper == nil {
+		errs = append(errs, errors.New("an Opus decoder needs a Reaper"))
 	}
 	return pipe, errors.Join(errs...)
 }
@@ -175,6 +184,9 @@ func (r *Relay) Run(ctx context.Context) error {
 // upgrade, and before the sender slot is touched, so a malformed request
 // never costs the current sender anything.
 func (r *Relay) admit(req *http.Request) (wsserver.Session, error) {
+	if isOpus(req.URL.Query()) { // issue 13, see opus.go
+		return r.admitOpus(req)
+	}
 	in, err := NegotiateFormat(req.URL.Query(), r.pipe)
 	if err != nil {
 		return nil, &wsserver.Refusal{Status: http.StatusBadRequest, Reason: wsserver.ReasonParams, Text: err.Error()}
