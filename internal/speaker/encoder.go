@@ -80,8 +80,9 @@ type encoder struct {
 	stalled    func()
 	// started is called on every start of a child, restart tells whether it
 	// replaced one that died while listeners were connected.
-	started func(p *supervise.Process, restart bool)
-	stopped func()
+	started  func(p *supervise.Process, restart bool)
+	stopping func() // optional
+	stopped  func()
 }
 
 // run starts and stops the encoder following demand until ctx is cancelled,
@@ -102,6 +103,9 @@ func (e *encoder) run(ctx context.Context) {
 			return
 		}
 		watch.Stop()
+		if e.stopping != nil {
+			e.stopping()
+		}
 		cancel()
 		<-done
 		cancel, done = nil, nil
@@ -200,11 +204,15 @@ type encoderWiring struct {
 	// beforeStart runs before every fork, once the previous child is
 	// reaped: the reader drops a partial packet or page from then on.
 	beforeStart func()
+	// stopping, when set, runs as the encoder is told to stop for lack of
+	// listeners (or the relay stopping), before it has exited.
+	stopping func()
 }
 
 func (r *Relay) encoderFor(w encoderWiring) *encoder {
 	log := r.cfg.Log.With("codec", w.codec)
 	e := &encoder{
+		stopping:   w.stopping,
 		linger:     r.cfg.Linger,
 		demand:     w.hub.len,
 		nudge:      w.nudge,

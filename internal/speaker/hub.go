@@ -118,9 +118,9 @@ func (h *hub) broadcast(data []byte, now time.Time) error {
 }
 
 // publish is broadcast with a hook that runs under the hub's lock with the
-// framed chunk (nil when nobody listens), so that the Opus reader updates
-// the header pages in step with what listeners got.
-func (h *hub) publish(data []byte, now time.Time, locked func(c *chunk)) error {
+// framed chunk and may veto it, so that the Opus reader updates the header
+// pages in step with what listeners get.
+func (h *hub) publish(data []byte, now time.Time, locked func(c *chunk) bool) error {
 	h.mu.Lock()
 	if len(h.listeners) == 0 && locked == nil {
 		h.mu.Unlock()
@@ -132,8 +132,9 @@ func (h *hub) publish(data []byte, now time.Time, locked func(c *chunk)) error {
 		return fmt.Errorf("framing %d bytes: %w", len(data), err)
 	}
 	c := &chunk{data: data, msg: msg}
-	if locked != nil {
-		locked(c)
+	if locked != nil && !locked(c) {
+		h.mu.Unlock()
+		return nil
 	}
 	kept := h.listeners[:0]
 	var dropped []*listener

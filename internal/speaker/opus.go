@@ -96,8 +96,10 @@ type opusStream struct {
 	// resetSplitter is set before an encoder is forked, so a partial page
 	// of the previous one is dropped.
 	resetSplitter atomic.Bool
-	// headerSerial is the serial of the stream whose headers the hub holds.
+	// headerSerial is the serial of the stream whose headers the hub
+	// holds; live tells whether there is one. Both are guarded by hub.mu.
 	headerSerial uint32
+	live         bool
 }
 
 func (r *Relay) newOpusStream() *opusStream {
@@ -144,7 +146,11 @@ func (r *Relay) runOpus(ctx context.Context) error {
 	enc := r.encoderFor(encoderWiring{
 		codec: CodecOpus, args: opusArgs(r.cfg.OpusBitrate, r.cfg.OpusFrame), out: out,
 		hub: r.opus.hub, nudge: r.opus.nudge, lastData: &r.opus.lastData,
-		beforeStart: func() { r.opus.resetSplitter.Store(true) },
+		beforeStart: func() {
+			r.opus.resetSplitter.Store(true)
+			r.opus.clearHeaders()
+		},
+		stopping: r.opus.clearHeaders,
 	})
 	enc.run(ctx)
 	return nil
@@ -191,31 +197,47 @@ func (r *Relay) readOpus(in io.Reader) {
 
 func (r *Relay) publishPage(p ogg.Page, now time.Time) {
 	o := r.opus
-	var hook func(*chunk)
+	var hook func(*chunk) bool
 	switch p.Kind {
 	case ogg.KindOpusHead:
-		hook = func(c *chunk) {
+		hook = func(c *chunk) bool {
 			c.header = true
 			o.hub.headers = []*chunk{c}
-			o.headerSerial = p.Serial
+			o.headerSerial, o.live = p.Serial, true
+			return true
 		}
 	case ogg.KindOpusTags:
-		hook = func(c *chunk) {
-			c.header = true
-			if p.Serial == o.headerSerial {
-				o.hub.headers = append(o.hub.headers, c)
+		hook = func(c *chunk) bool {
+			if !o.live || p.Serial != o.headerSerial {
+				return false
 			}
+			c.header = true
+			o.hub.headers = append(o.hub.headers, c)
+			return true
 		}
 	case ogg.KindAudio:
 		if o.hub.len() == 0 {
 			return
 		}
+		// The tail of a stream whose encoder is being stopped goes
+		// nowhere: a listener joining now waits for the next OpusHead.
+		hook = func(*chunk) bool { return o.live && p.Serial == o.headerSerial }
 	default:
 		return // not part of the Opus stream
 	}
 	if err := o.hub.publish(p.Raw, now, hook); err != nil {
 		r.cfg.Log.Error("broadcast", "codec", CodecOpus, "err", err)
 	}
+}
+
+// clearHeaders forgets the headers of a stream whose encoder is gone, so a
+// listener joining before the next encoder's first page does not get a
+// stream that will never continue.
+func (o *opusStream) clearHeaders() {
+	o.hub.mu.Lock()
+	o.hub.headers = nil
+	o.live = false
+	o.hub.mu.Unlock()
 }
 
 // writePages sends each chunk, one Ogg page, as a message of its own: a

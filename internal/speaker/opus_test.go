@@ -219,9 +219,20 @@ func TestOpusStream(t *testing.T) {
 	all := rec.pages(t, 0)
 	samples := decodeOgg(t, ffmpeg, joinPages(all))
 	start := checkTone48k(t, "first listener", samples)
-	// The granule of the page carrying the onset maps it to an arrival.
+	// The page carrying the onset: each audio page's packets cover the
+	// next samples of the decoded stream, less the pre-skip. (ffmpeg's
+	// granules follow PulseAudio's capture timestamps, not a sample count.)
+	decodedEnd := -312
 	for i, p := range all {
-		if p.Kind == ogg.KindAudio && p.Granule-312 >= int64(start) {
+		if p.Kind != ogg.KindAudio {
+			continue
+		}
+		pkts, _ := p.Packets()
+		for _, k := range pkts {
+			n, _ := ogg.PacketSamples(k)
+			decodedEnd += n
+		}
+		if decodedEnd > start {
 			rec.mu.Lock()
 			at := rec.at[i]
 			rec.mu.Unlock()
@@ -316,6 +327,21 @@ func TestOpusStream(t *testing.T) {
 	<-rec.done
 	<-lrec.done
 	waitFor(t, "the opus encoder to stop", func() bool { return encoderPidOf(t, CodecOpus) == 0 })
+
+	// A listener after the stop gets the new encoder's stream only, not
+	// the stopped one's headers first.
+	again := dialQuery(t, r, "codec=opus")
+	arec := recordPages(again)
+	waitFor(t, "pages after the restart on demand", func() bool { return arec.len() >= 20 })
+	heads := 0
+	for _, p := range arec.pages(t, 0) {
+		if p.Kind == ogg.KindOpusHead {
+			heads++
+		}
+	}
+	if s := checkHeaders(t, "listener after a stop", arec.pages(t, 0)); heads != 1 {
+		t.Fatalf("listener joining a stopped encoder got %d OpusHead pages (first serial %d), want 1", heads, s)
+	}
 }
 
 func TestCodecRefusedBeforeUpgrade(t *testing.T) {
