@@ -316,11 +316,11 @@ func testOpusPage(t *testing.T, d *daemonUnderTest) {
 		t.Fatal(err)
 	}
 	var (
-		last      string
-		played    time.Time
-		playErr   = make(chan error, 1)
-		playing   bool
-		lines     = bufio.NewScanner(stdout)
+		last    string
+		played  time.Time
+		playErr = make(chan error, 1)
+		playing bool
+		lines   = bufio.NewScanner(stdout)
 	)
 	lines.Buffer(make([]byte, 1<<20), 64<<20)
 	for lines.Scan() {
@@ -384,7 +384,7 @@ func testOpusPage(t *testing.T, d *daemonUnderTest) {
 		// that many samples before the batch's end.
 		for i, end := range sp.Ends {
 			if end > start && i < len(sp.Stamps) && !played.IsZero() {
-				heard := time.UnixMicro(int64(sp.Stamps[i]*1000)).Add(-time.Duration(float64(end-start) / float64(sp.Rate) * float64(time.Second)))
+				heard := time.UnixMicro(int64(sp.Stamps[i] * 1000)).Add(-time.Duration(float64(end-start) / float64(sp.Rate) * float64(time.Second)))
 				t.Logf("onset heard in the page %v after paplay started (tap batch of 10 ms; machine load: %s)", heard.Sub(played).Round(time.Millisecond), loadavg())
 				break
 			}
