@@ -543,3 +543,66 @@ func FuzzSplitter(f *testing.F) {
 		}
 	})
 }
+
+// syntheticStream is an Ogg Opus stream of n 10 ms CELT packets of size
+// bytes (about 96 kbit/s at 120), as the speaker's encoder makes.
+func syntheticStream(b testing.TB, n, size int) []byte {
+	var buf bytes.Buffer
+	w, err := NewOpusWriter(&buf, 7, OpusHead{Channels: 1, PreSkip: DefaultPreSkip, InputRate: 48000}, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pkt := make([]byte, size)
+	pkt[0] = 30 << 3 // CELT FB 10 ms
+	for range n {
+		if err := w.WritePacket(pkt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return buf.Bytes()
+}
+
+// BenchmarkReader splits one second of the speaker's stream (100 pages)
+// read in 4 KiB chunks, as the relay reads ffmpeg's pipe.
+func BenchmarkReader(b *testing.B) {
+	data := syntheticStream(b, 100, 120)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := NewReader(&chunked{data: data, n: 4096})
+		for {
+			if _, err := r.Next(); err != nil {
+				break
+			}
+		}
+	}
+}
+
+type chunked struct {
+	data []byte
+	n    int
+}
+
+func (c *chunked) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.n)], c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// BenchmarkOpusWriter writes one second of the microphone's packets (50
+// packets of 20 ms at 32 kbit/s).
+func BenchmarkOpusWriter(b *testing.B) {
+	pkt := make([]byte, 80)
+	pkt[0] = 31 << 3 // CELT FB 20 ms
+	b.ReportAllocs()
+	for b.Loop() {
+		w, _ := NewOpusWriter(io.Discard, 1, OpusHead{Channels: 1, PreSkip: DefaultPreSkip}, "bench")
+		for range 50 {
+			w.WritePacket(pkt)
+		}
+		w.Close()
+	}
+}

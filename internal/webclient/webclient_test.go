@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/microphone"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/ogg"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
@@ -154,6 +156,7 @@ func encodeSine(t *testing.T, ffmpeg string, seconds float64) (headers, audio []
 type micConn struct {
 	query url.Values
 	msgs  [][]byte
+	at    []time.Time // when each message arrived
 }
 
 // testServer serves Handler on / and the test's websockets: the speaker on
@@ -272,6 +275,7 @@ func (s *testServer) serveMicrophone(w http.ResponseWriter, r *http.Request) {
 		}
 		if typ == websocket.BinaryMessage {
 			mc.msgs = append(mc.msgs, b)
+			mc.at = append(mc.at, time.Now())
 		}
 	}
 	s.mu.Lock()
@@ -298,6 +302,7 @@ type driveResult struct {
 		Rate        int
 		First       string
 		Second      string
+		Quiet       string // at volume 0.25
 		StatsFirst  speakerStats
 		StatsSecond speakerStats
 		UI          map[string]any
@@ -456,7 +461,9 @@ func TestBrowser(t *testing.T) {
 	// middle (a sequence and granule gap); then the encoder "restarts":
 	// a chained stream with new headers.
 	headA, audioA := encodeSine(t, ffmpeg, 5)
-	headB, audioB := encodeSine(t, ffmpeg, 3)
+	// Long enough to outlast the speaker's checks: an end of stream
+	// would make the client reconnect in the middle of them.
+	headB, audioB := encodeSine(t, ffmpeg, 8)
 	if len(headA) != 2 || len(headB) != 2 || len(audioA) < 400 {
 		t.Fatalf("encoded %d+%d header pages, %d audio pages", len(headA), len(headB), len(audioA))
 	}
@@ -553,7 +560,28 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("speaker %q at %d Hz, want playing at 48000", sp.Playing, sp.Rate)
 		}
 		checkTone(t, "speaker output, first stream", samplesOf(t, sp.First), sp.Rate, 1000, 1.5)
-		checkTone(t, "speaker output, chained stream", samplesOf(t, sp.Second), sp.Rate, 1000, 0.7)
+		second := samplesOf(t, sp.Second)
+		checkTone(t, "speaker output, chained stream", second, sp.Rate, 1000, 0.7)
+		quiet := samplesOf(t, sp.Quiet)
+		// The level: the median RMS of the 10 ms windows that are not
+		// silent (an underrun's gap, a dropped frame's phase jump and
+		// the end of a capture would skew a whole-slice measure).
+		level := func(s []float32) float64 {
+			var rms []float64
+			for i := 0; i+480 <= len(s); i += 480 {
+				if v := audiotest.RMS(s[i : i+480]); v > 0.002 {
+					rms = append(rms, v)
+				}
+			}
+			if len(rms) == 0 {
+				return 0
+			}
+			slices.Sort(rms)
+			return rms[len(rms)/2]
+		}
+		if a, b := level(second), level(quiet); b < 0.2*a || b > 0.3*a {
+			t.Errorf("at volume 0.25 the tone's RMS is %.4f, at 1 %.4f", b, a)
+		}
 		for i, st := range []speakerStats{sp.StatsFirst, sp.StatsSecond} {
 			lat := "none"
 			if st.LatencyMs != nil {
@@ -682,6 +710,24 @@ func TestBrowser(t *testing.T) {
 		d := checkTone(t, "pcm microphone", all, st.Stats.Rate, 440, 2)
 		if sent := float64(len(all)) / float64(st.Stats.Rate); d < sent-0.3 || d > sent+0.05 {
 			t.Errorf("%.2f s of tone in %.2f s sent", d, sent)
+		}
+		// The rate detector for undeclared streams, on a real
+		// browser's arrival times.
+		for i, c := range []micConn{m, mics[2]} {
+			det := microphone.NewRateDetector(nil, 0)
+			rate, ok := 0, false
+			for j, b := range c.msgs {
+				if rate, ok = det.Observe(c.at[j], len(b)/4); ok {
+					break
+				}
+			}
+			if !ok {
+				rate, ok = det.Check(det.Deadline())
+			}
+			t.Logf("connection %d: detected %d Hz (%v) from Chromium's arrivals, declared %s", i, rate, ok, c.query.Get("rate"))
+			if fmt.Sprint(rate) != c.query.Get("rate") {
+				t.Errorf("the rate detector found %d Hz in a stream declared %s Hz", rate, c.query.Get("rate"))
+			}
 		}
 	})
 }

@@ -232,19 +232,25 @@ class Client {
 }
 
 // resumeOnGesture resumes ctx at the page's next click or key press: the
-// autoplay policy leaves a context created without one suspended.
+// autoplay policy leaves a context created without one suspended. Whatever
+// resumes it (that gesture, or any other activation letting an earlier
+// resume() through), onResumed is called once.
 function resumeOnGesture(ctx, onResumed) {
   const events = ['pointerdown', 'keydown', 'touchend'];
-  const go = () => {
-    ctx.resume().then(() => {
-      if (ctx.state === 'running') {
-        events.forEach((e) => document.removeEventListener(e, go, true));
-        onResumed();
-      }
-    }, () => {});
+  const stop = () => {
+    events.forEach((e) => document.removeEventListener(e, go, true));
+    ctx.removeEventListener('statechange', changed);
   };
+  const changed = () => {
+    if (ctx.state === 'running') {
+      stop();
+      onResumed();
+    }
+  };
+  const go = () => { ctx.resume().catch(() => {}); };
   events.forEach((e) => document.addEventListener(e, go, true));
-  return () => events.forEach((e) => document.removeEventListener(e, go, true));
+  ctx.addEventListener('statechange', changed);
+  return stop;
 }
 
 class Speaker extends Client {
@@ -419,6 +425,11 @@ class Speaker extends Client {
   _decode(pkt, start, n, now) {
     const d = this._decoder;
     if (!d || d.state !== 'configured') return;
+    if (this.context.state !== 'running') {
+      // Blocked or suspended: nothing would play it.
+      this.counts.skipped++;
+      return;
+    }
     if (d.decodeQueueSize > this.maxFrames * 2) {
       // The decoder is behind: what it would produce gets dropped
       // by the jitter buffer anyway.
@@ -551,6 +562,7 @@ class Microphone extends Client {
     this.format = opts.format || 'auto'; // auto | opus | pcm
     this.bitrate = opts.bitrate || 32000;
     this.frameMs = opts.frameMs || 20;
+    this.sampleRate = opts.sampleRate || 0; // of the AudioContext; 0: 48000 for Opus, the device's for PCM
     // Audio the socket could not send yet, beyond which new audio is
     // dropped: a microphone late by seconds is worse than a gap.
     this.maxBufferedMs = opts.maxBufferedMs || 300;
@@ -582,8 +594,10 @@ class Microphone extends Client {
     this._stream = await navigator.mediaDevices.getUserMedia({ audio: this.constraints, video: false });
     if (this._closed) { this._stopTracks(); return; }
     // Opus encodes at 48 kHz whatever the input; a 48 kHz context saves
-    // the encoder a resampling step. PCM keeps the device's rate.
-    this.context = new AudioContext(this.codec === 'opus' ? { sampleRate: OPUS_RATE } : {});
+    // the encoder a resampling step. PCM keeps the device's rate unless
+    // told otherwise (the rate is declared either way).
+    const sampleRate = this.sampleRate || (this.codec === 'opus' ? OPUS_RATE : undefined);
+    this.context = new AudioContext(sampleRate ? { sampleRate } : {});
     const ctx = this.context;
     await ctx.audioWorklet.addModule(new URL('./worklet.js', import.meta.url));
     if (this._closed) return;
@@ -767,7 +781,8 @@ export function connectSpeaker(url, opts = {}) {
  * Sends the microphone to the microphone websocket at url.
  * @param {string} url ws:// or wss:// URL of the microphone (see endpoints)
  * @param {{token?: string, constraints?: MediaTrackConstraints, format?: 'auto'|'opus'|'pcm',
- *   bitrate?: number, frameMs?: number, onstate?: (state: string) => void}} [opts]
+ *   bitrate?: number, frameMs?: number, sampleRate?: number, maxBufferedMs?: number,
+ *   onstate?: (state: string) => void}} [opts]
  * @returns {{close(): Promise<void>, stats(): object, readonly state: string,
  *   ready: Promise<void>}}
  */

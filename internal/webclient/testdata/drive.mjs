@@ -49,8 +49,11 @@ try {
   page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
   // Autoplay: the page asked to play at once is blocked until a click
-  // anywhere resumes it. Read from the DOM only, without a gesture.
+  // anywhere resumes it. Playwright's DOM reads count as user activation
+  // too, which lets a pending resume() through: the first read waits
+  // until the page has certainly shown its state.
   await page.goto(`${opt.page}&autoplay=1`);
+  await new Promise((r) => setTimeout(r, 1500));
   const stateText = () => page.locator('#speaker-state').textContent();
   const waitState = async (want) => {
     let s = '';
@@ -124,6 +127,9 @@ try {
     await sleep(300);
     const second = await take(1);
     const statsSecond = s.stats();
+    s.volume = 0.25;
+    await sleep(200);
+    const quiet = await take(0.5);
     const ui = {
       state: document.getElementById('speaker-state').textContent,
       codec: document.getElementById('speaker-codec').textContent,
@@ -131,7 +137,7 @@ try {
       latency: document.getElementById('speaker-latency').textContent,
       level: document.getElementById('speaker-level').value,
     };
-    return { playing, rate: ctx.sampleRate, first, second, statsFirst, statsSecond, ui };
+    return { playing, rate: ctx.sampleRate, first, second, quiet, statsFirst, statsSecond, ui };
   });
   await page.click('#play'); // stop
 
@@ -139,8 +145,10 @@ try {
     result[`mic_${format}`] = await page.evaluate(async (format) => {
       const m = await import('./client.js');
       const ep = window.pulseSidecar.endpoints;
+      // PCM at 48 kHz, the usual device rate; headless Chromium's own is
+      // 44100, which the page without WebCodecs below uses.
       const mic = m.connectMicrophone(ep.microphone, {
-        token: ep.token, format,
+        token: ep.token, format, sampleRate: format === 'pcm' ? 48000 : undefined,
         constraints: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
       });
       await mic.ready;
