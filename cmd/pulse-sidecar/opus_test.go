@@ -328,8 +328,8 @@ func testOpusPage(t *testing.T, d *daemonUnderTest) {
 		case "tap":
 			// The tone goes on while the page taps its output.
 			playing = true
+			played = time.Now()
 			go func() {
-				played = time.Now()
 				wavPath := filepath.Join(d.dir, "page-tone.wav")
 				if err := audiotest.WriteWAV(wavPath, audiotest.Sine(1000, 44100, 0.5, 44100*3/2, 1), 44100); err != nil {
 					playErr <- err
