@@ -89,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ffmpeg := latFS.String("ffmpeg", "ffmpeg", "ffmpeg binary (the listener's decoder)")
 	player := latFS.String("player", "paplay", "paplay: one paplay per burst (its start counts); pacat: one real-time pacat stream")
 	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat")
+	// Issue 13: the Opus stream, alone or beside MP2 in one run.
+	codec := latFS.String("codec", "mp2", "mp2; opus (?codec=opus, timed at the page carrying the onset and at the decoder); both: MP2 then Opus in one run, with bytes per second")
 
 	churnFS, churnO := newFlags("churn")
 	cycles := churnFS.Int("cycles", 10000, "connect/disconnect cycles")
@@ -158,6 +160,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				Target: latO.target(), PulseServer: latO.pulseServer, CookieFile: latO.cookie,
 				Paplay: *paplay, Pacat: stream, FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
 				Background: *background, Progress: stderr,
+			}
+			switch *codec {
+			case "mp2":
+			case "opus":
+				r, err := (&bench.OpusLatency{Latency: *l}).Run(ctx)
+				result = r
+				return err
+			case "both":
+				r, err := bench.CompareCodecs(ctx, l)
+				result = r
+				return err
+			default:
+				return fmt.Errorf("--codec %q: want mp2, opus or both", *codec)
 			}
 			r, err := l.Run(ctx)
 			result = r
