@@ -411,6 +411,9 @@ type CodecComparison struct {
 	MP2               LatencyResult     `json:"mp2"`
 	MP2BytesPerSecond float64           `json:"mp2_bytes_per_second"`
 	Opus              OpusLatencyResult `json:"opus"`
+	// CPU is the relay's CPU at 1 and 100 listeners of each codec, when
+	// the target names the relay's PID.
+	CPU []CPUPoint `json:"cpu,omitempty"`
 }
 
 // WriteTable prints both runs side by side.
@@ -424,6 +427,17 @@ func (c CodecComparison) WriteTable(w io.Writer) error {
 		ms(c.Opus.Decoded.P50), ms(c.Opus.Decoded.P95), ms(c.Opus.Decoded.Max), c.Opus.BytesPerSecond*8/1000)
 	fmt.Fprintf(tw, "opus\tpage arrival\t%d\t%d\t%s\t%s\t%s\t%.1f\t\n", c.Opus.Summary.N, c.Opus.Missed,
 		ms(c.Opus.Summary.P50), ms(c.Opus.Summary.P95), ms(c.Opus.Summary.Max), c.Opus.BytesPerSecond*8/1000)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(c.CPU) == 0 {
+		return nil
+	}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "codec\tlisteners\trelay CPU %\tkbit/s each\tload\t")
+	for _, p := range c.CPU {
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.2f\t\n", p.Codec, p.Listeners, 100*p.CPU, p.KbpsEach, p.Load1)
+	}
 	return tw.Flush()
 }
 
@@ -438,6 +452,108 @@ func CompareCodecs(ctx context.Context, l *Latency) (CodecComparison, error) {
 	if c.Opus, err = (&OpusLatency{Latency: *l}).Run(ctx); err != nil {
 		return c, err
 	}
-	c.MP2BytesPerSecond, err = StreamRate(ctx, l.Target.WS, 5*time.Second)
-	return c, err
+	if c.MP2BytesPerSecond, err = StreamRate(ctx, l.Target.WS, 5*time.Second); err != nil {
+		return c, err
+	}
+	if l.Target.PID <= 0 {
+		return c, nil
+	}
+	opus, err := WithCodec(l.Target.WS, "opus")
+	if err != nil {
+		return c, err
+	}
+	for _, n := range []int{1, 100} {
+		for _, s := range []struct{ codec, ws string }{{"mp2", l.Target.WS}, {"opus", opus}} {
+			l.logf("relay CPU: %d %s listeners", n, s.codec)
+			p, err := RelayCPU(ctx, l.Target, s.ws, n, 10*time.Second)
+			if err != nil {
+				return c, err
+			}
+			p.Codec = s.codec
+			c.CPU = append(c.CPU, p)
+		}
+	}
+	return c, nil
+}
+
+// CPUPoint is the relay's CPU with n listeners of one codec reading.
+type CPUPoint struct {
+	Codec     string  `json:"codec"`
+	Listeners int     `json:"listeners"`
+	CPU       float64 `json:"cpu_share"` // of one core, the relay process alone (not its encoders)
+	KbpsEach  float64 `json:"kbit_per_second_each"`
+	Load1     float64 `json:"load1"`
+}
+
+// RelayCPU connects n listeners to ws that read and discard, waits for the
+// stream to settle, and reads the relay's CPU over d from /proc (Target.PID).
+func RelayCPU(ctx context.Context, t Target, ws string, n int, d time.Duration) (CPUPoint, error) {
+	p := CPUPoint{Listeners: n}
+	if t.PID <= 0 {
+		return p, errors.New("bench: relay CPU needs --pid")
+	}
+	var (
+		mu    sync.Mutex
+		bytes int64
+		wg    sync.WaitGroup
+		conns []*websocket.Conn
+	)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		wg.Wait()
+	}()
+	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second}
+	for range n {
+		c, resp, err := dialer.DialContext(ctx, ws, nil)
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			return p, fmt.Errorf("bench: listener %d of %d on %s: %w", len(conns)+1, n, ws, err)
+		}
+		conns = append(conns, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				_, msg, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				bytes += int64(len(msg))
+				mu.Unlock()
+			}
+		}()
+	}
+	select {
+	case <-time.After(2 * time.Second):
+	case <-ctx.Done():
+		return p, ctx.Err()
+	}
+	a, err := t.Snapshot(ctx)
+	if err != nil {
+		return p, err
+	}
+	mu.Lock()
+	b0 := bytes
+	mu.Unlock()
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return p, ctx.Err()
+	}
+	b, err := t.Snapshot(ctx)
+	if err != nil {
+		return p, err
+	}
+	mu.Lock()
+	b1 := bytes
+	mu.Unlock()
+	p.CPU = CPUShareBetween(a, b)
+	p.KbpsEach = float64(b1-b0) * 8 / 1000 / b.At.Sub(a.At).Seconds() / float64(n)
+	p.Load1 = Load1(t.procRoot())
+	return p, nil
 }
