@@ -164,6 +164,8 @@ func (s *opusSender) startDecoder(c *wsserver.Conn, conv *Converter, log *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("decoder output pipe: %w", err)
 	}
+	// ~85 ms of decoded audio: the reader drains it continuously.
+	_, _ = fifo.SetPipeSize(outW, 16<<10)
 	d := &opusDecoder{
 		head: ogg.OpusHead{Channels: uint8(s.channels), PreSkip: ogg.DefaultPreSkip, InputRate: uint32(s.rate)},
 		outR: outR, outW: outW, done: make(chan struct{}),
@@ -191,6 +193,10 @@ func (s *opusSender) startDecoder(c *wsserver.Conn, conv *Converter, log *slog.L
 		if err != nil {
 			return fmt.Errorf("decoder input pipe: %w", err)
 		}
+		// One page of pipe (the minimum): ~0.75 s of 20 ms packets at
+		// 32 kbit/s, so a decoder that stalls cannot collect seconds of
+		// packets to play late; what does not fit is dropped.
+		_, _ = fifo.SetPipeSize(inW, 4096)
 		serial++
 		d.mu.Lock()
 		d.closeInput()

@@ -235,3 +235,76 @@ func TestOpusRefusals(t *testing.T) {
 		refused(r, q)
 	}
 }
+
+// A burst of Opus packets (a sender whose network stalled and flushed five
+// seconds at once) is cut, not queued: far less than five seconds of it
+// reaches PulseAudio, and what follows is live again.
+func TestOpusBurstIsDroppedNotQueued(t *testing.T) {
+	ffmpeg := testenv.Tool(t, "ffmpeg")
+	parecord := testenv.Tool(t, "parecord")
+	fifoPath := filepath.Join(t.TempDir(), "microphone")
+	pa := testenv.PulseAudio(t,
+		"load-module module-null-sink sink_name=speaker",
+		"load-module module-pipe-source source_name=microphone file="+fifoPath+" format=float32le rate=44100 channels=1",
+	)
+	reaper := startTestReaper(t)
+	r := startRelay(t, fifoPath, func(c *Config) { c.FFmpeg = ffmpeg; c.Reaper = reaper })
+	rec := &recorder{}
+	pr := exec.Command(parecord, "-s", pa.Server, "--latency-msec=20", "-d", "microphone",
+		"--raw", "--format=float32le", "--rate=44100", "--channels=1")
+	pr.Env = pa.Env()
+	pr.Stdout = rec
+	pr.Stderr = io.Discard
+	startProcess(t, pr)
+
+	silence := opusPackets(t, ffmpeg, make([]float32, 48000*4))
+	burst := opusPackets(t, ffmpeg, audiotest.Sine(440, 48000, 0.5, 48000*5, 1))
+	c := dial(t, r, "format=opus")
+	start := time.Now()
+	sent := 0
+	realTime := func(pkts [][]byte) {
+		t.Helper()
+		for _, p := range pkts {
+			if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+			time.Sleep(time.Until(start.Add(time.Duration(sent) * 20 * time.Millisecond)))
+		}
+	}
+	for i := 0; rec.len() == 0; i++ {
+		if i > 10 {
+			t.Fatal("parecord recorded nothing")
+		}
+		realTime(silence[:50])
+	}
+	realTime(silence[:25])
+	for _, p := range burst {
+		if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The clock restarts: the burst took no time to send.
+	start, sent = time.Now(), 0
+	before := rec.len()
+	for i := 0; rec.len() < before+44100*4*3; i++ {
+		if i > 20 {
+			t.Fatal("recording stopped growing after the burst")
+		}
+		realTime(silence[:25])
+	}
+	got := rec.samples(t)
+	loud := 0
+	for _, v := range got {
+		if math.Abs(float64(v)) > 0.05 {
+			loud++
+		}
+	}
+	// A sine at 0.5 is above 0.05 ~94 % of the time.
+	secs := float64(loud) / 0.94 / 44100
+	t.Logf("a 5 s burst became %.2f s of tone; bytes written %g, dropped %g", secs,
+		testutil.ToFloat64(r.m.written), testutil.ToFloat64(r.m.dropped))
+	if secs > 1.5 {
+		t.Errorf("a 5 s burst of packets played %.2f s of tone: late audio was queued, not dropped", secs)
+	}
+}
