@@ -45,7 +45,7 @@
 
       # `nix hash path` of `go mod vendor`. CI checks it against go.mod and
       # go.sum; refresh it with: go test ./internal/frontends -run VendorHash -update
-      vendorHash = "sha256-Ey3Rg7EQc2ju+svKmKCnsuPCEUPOYYC19gDmzctJAH0=";
+      vendorHash = "sha256-TVqDuhEIo+e53DywP+sWVZbhG/+jkTEzyJ/HGda/lxc=";
 
       # A pure evaluation sees "" for every variable, so these only take
       # effect under --impure; the defaults keep the build pure.

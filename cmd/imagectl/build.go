@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -25,7 +26,8 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/gobuild"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/sink"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/sbom"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
@@ -47,6 +49,7 @@ type buildFlags struct {
 	umask        string
 	extractOrder string
 	spillDir     string
+	goCache      string
 }
 
 // register binds the flags that say what to build and from what: shared by
@@ -107,23 +110,24 @@ func buildCommand(stdout, stderr io.Writer) *ffcli.Command {
 	var f buildFlags
 	fs := flag.NewFlagSet("imagectl build", flag.ContinueOnError)
 	f.register(fs)
-	fs.StringVar(&f.out, "out", "", "write an OCI image layout to this directory, with the SBOM attached as a referrer")
+	fs.StringVar(&f.out, "out", "", "write an OCI image layout to this directory (index.json lists the image alone)")
 	fs.StringVar(&f.ociArchive, "oci-archive", "", "write an OCI archive (tar of a layout) to this file")
 	fs.StringVar(&f.dockerArchive, "docker-archive", "", "write a docker archive (docker save format) to this file")
-	fs.StringVar(&f.sbom, "sbom", "", "write the SPDX 2.3 JSON SBOM here (default: beside the first output, <output>.spdx.json)")
+	fs.StringVar(&f.sbom, "sbom", "", "also write the SPDX 2.3 JSON SBOM here (it is always written beside each output, <output>.spdx.json)")
 	fs.StringVar(&f.umask, "umask", "", "(for verify) set the process umask, octal, before building")
 	fs.StringVar(&f.extractOrder, "extract-order", "", "(for verify) extract packages in this order: lock, reverse or shuffle:SEED")
 	fs.StringVar(&f.spillDir, "spill-dir", "", "(for verify) keep extracted contents in this directory and leave them there (default: a temp dir, removed)")
+	fs.StringVar(&f.goCache, "gocache", "", "(for verify) compile the daemon with this Go build cache (default: the user's)")
 	return &ffcli.Command{
 		Name:       "build",
 		ShortUsage: "imagectl build [flags]",
 		ShortHelp:  "build the image from the spec and the lock; prints the manifest digest last",
 		LongHelp: "Flags may also be given as IMAGECTL_<FLAG> environment variables\n" +
 			"(IMAGECTL_MIRROR, IMAGECTL_CACHE, ...).\n\n" +
-			"The SBOM is written beside the first of --out, --oci-archive and\n" +
-			"--docker-archive as <output>.spdx.json, and attached to the --out layout\n" +
-			"as an artifact referring to the image (archives hold the image only, so\n" +
-			"every tool loads them).",
+			"The SBOM is written beside each output as <output>.spdx.json. The\n" +
+			"outputs hold the image alone, so skopeo, podman and crane read them\n" +
+			"without naming it; `imagectl push` attaches the SBOM beside its SRC to\n" +
+			"the image in the registry as an OCI 1.1 referrer.",
 		FlagSet: fs,
 		Options: []ff.Option{ff.WithEnvVarPrefix("IMAGECTL")},
 		Exec: func(ctx context.Context, args []string) error {
@@ -201,7 +205,8 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 		return err
 	}
 	res, err := build.Build(build.Inputs{
-		Spec: s, Lock: lock, Arch: arch, Debs: debs, Daemon: daemon,
+		Spec: s, Lock: lock, Arch: arch, Debs: debFiles(debs), Daemon: daemon,
+		Files:   os.DirFS(filepath.Dir(f.spec)),
 		Version: f.version, Revision: f.revision, Created: created,
 		SpillDir: spill, Log: stderr, Order: order,
 	})
@@ -221,7 +226,7 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if err := writeOutputs(f, img, tag, *desc, doc); err != nil {
+	if err := writeOutputs(f, img, tag, doc); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, desc.Digest)
@@ -232,8 +237,8 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 // place only once all were written, so a failure (a full disk at the last
 // archive) leaves every previous output as it was instead of a mix of this
 // build's and the last one's.
-func writeOutputs(f buildFlags, img v1.Image, tag string, desc v1.Descriptor, doc []byte) (err error) {
-	var staged []*oci.Staged
+func writeOutputs(f buildFlags, img v1.Image, tag string, doc []byte) (err error) {
+	var staged []*sink.Staged
 	defer func() {
 		if err != nil {
 			for _, s := range staged {
@@ -241,34 +246,33 @@ func writeOutputs(f buildFlags, img v1.Image, tag string, desc v1.Descriptor, do
 			}
 		}
 	}()
-	stage := func(s *oci.Staged, err error) error {
+	stage := func(s *sink.Staged, err error) error {
 		if err == nil {
 			staged = append(staged, s)
 		}
 		return err
 	}
 	if f.out != "" {
-		attach := func(dir string) error { return sbom.Attach(dir, desc, doc) }
-		if err := stage(oci.StageLayout(f.out, img, tag, attach)); err != nil {
+		if err := stage(sink.StageLayout(f.out, img, tag)); err != nil {
 			return err
 		}
 	}
 	if f.ociArchive != "" {
-		if err := stage(oci.StageOCIArchive(f.ociArchive, img, tag)); err != nil {
+		if err := stage(sink.StageOCIArchive(f.ociArchive, img, tag)); err != nil {
 			return err
 		}
 	}
 	if f.dockerArchive != "" {
-		if err := stage(oci.StageDockerArchive(f.dockerArchive, img, tag)); err != nil {
+		if err := stage(sink.StageDockerArchive(f.dockerArchive, img, tag)); err != nil {
 			return err
 		}
 	}
-	if file := sbomPath(f); file != "" {
-		write := func(w io.Writer) error {
-			_, err := w.Write(doc)
-			return err
-		}
-		if err := stage(oci.StageFile(file, 0o644, write)); err != nil {
+	write := func(w io.Writer) error {
+		_, err := w.Write(doc)
+		return err
+	}
+	for _, file := range sbomPaths(f) {
+		if err := stage(sink.StageFile(file, 0o644, write)); err != nil {
 			return err
 		}
 	}
@@ -282,17 +286,26 @@ func writeOutputs(f buildFlags, img v1.Image, tag string, desc v1.Descriptor, do
 	return nil
 }
 
-// sbomPath is --sbom, else beside the first output the build writes.
-func sbomPath(f buildFlags) string {
-	if f.sbom != "" {
-		return f.sbom
-	}
-	for _, out := range []string{f.out, f.ociArchive, f.dockerArchive} {
-		if out != "" {
-			return filepath.Clean(out) + ".spdx.json"
+// sbomPaths: beside each output, where push and the reader of an archive
+// look for it, and --sbom.
+func sbomPaths(f buildFlags) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(p string) {
+		if p = filepath.Clean(p); !seen[p] {
+			seen[p] = true
+			out = append(out, p)
 		}
 	}
-	return ""
+	for _, o := range []string{f.out, f.ociArchive, f.dockerArchive} {
+		if o != "" {
+			add(o + ".spdx.json")
+		}
+	}
+	if f.sbom != "" {
+		add(f.sbom)
+	}
+	return out
 }
 
 // daemonBuildInfo reads the Go module list linked into the daemon. A binary
@@ -384,14 +397,26 @@ func daemonBinary(ctx context.Context, f buildFlags, s *spec.Spec, arch string, 
 	if f.daemonBinary != "" {
 		return os.ReadFile(f.daemonBinary)
 	}
-	root, err := build.ModuleRoot(filepath.Dir(f.spec))
+	root, err := gobuild.ModuleRoot(filepath.Dir(f.spec))
 	if err != nil {
 		return nil, err
 	}
-	return build.Daemon{
+	return gobuild.Daemon{
 		ModuleRoot: root, Package: s.Daemon.Package, Arch: arch,
-		VersionVar: s.Daemon.VersionVar, Version: f.version, Stderr: stderr,
+		VersionVar: s.Daemon.VersionVar, Version: f.version, GoCache: f.goCache, Stderr: stderr,
 	}.Compile(ctx)
+}
+
+// debFiles hands build the fetched .debs by sha256, from wherever the cache
+// or --debs found them; build checks each against the lock before use.
+type debFiles map[string]string
+
+func (d debFiles) Open(name string) (fs.File, error) {
+	file, ok := d[name]
+	if !ok {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return os.Open(file)
 }
 
 func isTerminal(w io.Writer) bool {

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,11 +17,13 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	spdxjson "github.com/spdx/tools-golang/json"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/archive/archivetest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/ocitest"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
 )
 
 // Environment of the test binary re-executed as imagectl (verify runs its
@@ -110,7 +114,7 @@ func TestVerifyAgreesAndKeepsTheSBOM(t *testing.T) {
 	if lastLine(stdout) != lastLine(plain) {
 		t.Fatalf("verify printed %q, build %q", lastLine(stdout), lastLine(plain))
 	}
-	img, err := oci.Load(kept) // with the SBOM referrer in its index
+	img, err := source.Load(kept)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,16 +132,17 @@ func TestVerifyAgreesAndKeepsTheSBOM(t *testing.T) {
 	}
 	// The image itself plus every locked package; the fake daemon has no
 	// Go build info, hence no modules.
-	if got, want := len(doc.Packages), 1+2; got != want {
+	if got, want := len(doc.Packages), 1+3; got != want {
 		t.Fatalf("SBOM has %d packages, want %d", got, want)
 	}
+	// The layout holds the image alone, so every tool reads it unnamed.
 	var index struct {
-		Manifests []struct{ ArtifactType string }
+		Manifests []struct{ Digest string }
 	}
 	b, _ := os.ReadFile(filepath.Join(kept, "index.json"))
 	json.Unmarshal(b, &index)
-	if len(index.Manifests) != 2 || index.Manifests[1].ArtifactType != "application/spdx+json" {
-		t.Fatalf("layout index does not hold the image and its SBOM referrer:\n%s", b)
+	if len(index.Manifests) != 1 || index.Manifests[0].Digest != lastLine(stdout) {
+		t.Fatalf("layout index does not list exactly the image:\n%s", b)
 	}
 }
 
@@ -157,10 +162,15 @@ func TestVerifyCatchesOneNondeterministicByte(t *testing.T) {
 		t.Fatalf("verify exited %d, want 1:\n%s\n%s", code, stdout, stderr)
 	}
 	t.Logf("verify's report:\n%s", stdout)
-	for _, want := range []string{"differ:", "layer 1:", "SBOM: first difference", "~ /etc/umask-stamp: sha256 ", "different"} {
+	for _, want := range []string{"differ:", "SBOM: first difference", "~ /etc/umask-stamp: sha256 ", "different"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("verify's report lacks %q:\n%s", want, stdout)
 		}
+	}
+	// The configuration layer, after however many package layers the
+	// lock's packages make (see internal/build/layers.go).
+	if !regexp.MustCompile(`(?m)^  layer [0-9]+: sha256:`).MatchString(stdout) {
+		t.Errorf("verify's report names no layer:\n%s", stdout)
 	}
 	if strings.Contains(stdout, "pulse-sidecar:") || strings.Contains(stdout, "/etc/passwd") {
 		t.Errorf("report names files that did not change:\n%s", stdout)
@@ -337,4 +347,134 @@ func TestLockCommand(t *testing.T) {
 	if code != exitError || !strings.Contains(stderr, "no-such-package") {
 		t.Fatalf("unresolvable: exit %d %s", code, stderr)
 	}
+}
+
+// TestVerifyCompilesIsolated: without --daemon-binary both builds compile
+// the daemon with go.mod's toolchain and no workspace; the second with a
+// fresh Go build cache and the perturbed umask, TZ and GOMAXPROCS, which
+// must reach go build to be tested at all. A stand-in go, first on PATH,
+// records what it receives and writes a fake binary.
+func TestVerifyCompilesIsolated(t *testing.T) {
+	t.Setenv(asImagectlEnv, "1")
+	t.Setenv("SOURCE_DATE_EPOCH", "")
+	lockPath, debs, _ := offlineFixture(t)
+	specPath := specCopy(t, func(map[string]any) {})
+	os.WriteFile(filepath.Join(filepath.Dir(specPath), "go.mod"), []byte("module example.test/d\n\ngo 1.25.0\n\ntoolchain go1.26.8\n"), 0o644)
+	bin := t.TempDir()
+	log := filepath.Join(t.TempDir(), "go.log")
+	script := `#!/bin/sh
+echo "$1 umask=$(umask) GOTOOLCHAIN=$GOTOOLCHAIN GOWORK=$GOWORK GOCACHE=$GOCACHE GOMAXPROCS=$GOMAXPROCS TZ=$TZ" >> ` + log + `
+case "$1" in
+env) echo "{\"GOCACHE\": \"$GOCACHE\"}" ;;
+build) while [ $# -gt 1 ]; do [ "$1" = -o ] && printf 'fake daemon' > "$2"; shift; done ;;
+esac
+`
+	os.WriteFile(filepath.Join(bin, "go"), []byte(script), 0o755)
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("GOTOOLCHAIN", "auto")
+	t.Setenv("GOCACHE", "/users/cache")
+
+	code, stdout, stderr := runCmd(t, "verify", "--spec", specPath, "--lock", lockPath, "--debs", debs, "--version", "1.0.0")
+	if code != 0 {
+		t.Fatalf("verify exited %d:\n%s\n%s", code, stdout, stderr)
+	}
+	b, _ := os.ReadFile(log)
+	var builds []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "build ") {
+			builds = append(builds, l)
+		}
+	}
+	if len(builds) != 2 {
+		t.Fatalf("go build ran %d times:\n%s", len(builds), b)
+	}
+	for _, l := range builds {
+		for _, want := range []string{"GOTOOLCHAIN=go1.26.8 ", "GOWORK=off "} {
+			if !strings.Contains(l, want) {
+				t.Errorf("go build ran with %q, want %s", l, want)
+			}
+		}
+	}
+	ref, per := builds[0], builds[1]
+	if !strings.Contains(ref, "GOCACHE=/users/cache ") || !strings.Contains(ref, "umask=0022") || !strings.Contains(ref, "TZ=UTC") {
+		t.Errorf("reference build's go build: %s", ref)
+	}
+	if strings.Contains(per, "GOCACHE=/users/cache ") || !strings.Contains(per, "/gocache ") ||
+		!strings.Contains(per, "umask=0077") || !strings.Contains(per, "TZ=Pacific/Chatham") || strings.Contains(per, "GOMAXPROCS= ") {
+		t.Errorf("perturbed build's go build: %s", per)
+	}
+	if !strings.Contains(stderr, "fresh Go build cache") {
+		t.Errorf("verify's log does not say the second build has a fresh Go build cache:\n%s", stderr)
+	}
+}
+
+// TestTamperedLayerIsRefusedByEveryCommand: a layer replaced by a
+// different gzip of the same size (policy and diff used to stop at the tar
+// end marker and never see the digest mismatch) makes policy, diff, verify
+// --against and push fail, naming the blob and its expected digest, and
+// push sends nothing.
+func TestTamperedLayerIsRefusedByEveryCommand(t *testing.T) {
+	t.Setenv(asImagectlEnv, "1")
+	t.Setenv("SOURCE_DATE_EPOCH", "")
+	lockPath, debs, daemon := offlineFixture(t)
+	dir := t.TempDir()
+	common := []string{"--spec", repoSpec, "--lock", lockPath, "--debs", debs, "--daemon-binary", daemon, "--revision", "test"}
+	good, bad := filepath.Join(dir, "good"), filepath.Join(dir, "bad")
+	for _, lay := range []string{good, bad} {
+		if code, _, stderr := runCmd(t, append([]string{"build", "--out", lay}, common...)...); code != 0 {
+			t.Fatal(stderr)
+		}
+	}
+	img, err := source.Load(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := m.Layers[0].Digest
+	blob := filepath.Join(bad, "blobs", "sha256", layer.Hex)
+	original, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := ocitest.SameSizeGzip(t, original, ocitest.Tar(t, "usr/bin/pulse-sidecar", "#!/bin/sh\necho owned\n"))
+	if err := os.WriteFile(blob, evil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	repo := strings.TrimPrefix(srv.URL, "http://") + "/tampered"
+	for _, args := range [][]string{
+		{"policy", bad, "--spec", repoSpec, "--lock", lockPath},
+		{"diff", good, bad},
+		append([]string{"verify", "--against", bad}, common...),
+		{"push", bad, "--repository", repo},
+	} {
+		code, stdout, stderr := runCmd(t, args...)
+		if code != exitError || !strings.Contains(stderr, "blob "+layer.String()) || !strings.Contains(stderr, bad) {
+			t.Errorf("imagectl %s: exit %d, want 1 with an error naming %s in %s:\n%s%s", args[0], code, layer, bad, stdout, stderr)
+		}
+	}
+	// Nothing reached the registry: push checks every blob before it sends one.
+	for _, d := range []string{"manifests/" + digestOf(t, img), "blobs/" + layer.String()} {
+		resp, err := http.Head(srv.URL + "/v2/tampered/" + d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("registry has %s: %s", d, resp.Status)
+		}
+	}
+}
+
+func digestOf(t *testing.T, img interface{ Digest() (v1.Hash, error) }) string {
+	t.Helper()
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/imgdiff"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
 )
 
 func diffCommand(stdout io.Writer) *ffcli.Command {
@@ -38,14 +38,16 @@ func diffCommand(stdout io.Writer) *ffcli.Command {
 			if format != "text" && format != "json" {
 				return usagef("--format %q: want text or json", format)
 			}
-			a, err := oci.Open(ctx, args[0])
+			a, err := source.Open(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			b, err := oci.Open(ctx, args[1])
+			defer a.Close()
+			b, err := source.Open(ctx, args[1])
 			if err != nil {
 				return err
 			}
+			defer b.Close()
 			code, err := imgdiff.Run(a, b, opts, format, stdout)
 			if err != nil {
 				return err

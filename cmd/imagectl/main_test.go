@@ -43,6 +43,11 @@ func offlineFixture(t *testing.T) (lockPath, debsDir, daemon string) {
 		{Name: "liblapack3", Version: "3.11.0-2", Data: []debtest.Entry{
 			debtest.File("./usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3", "lapack"),
 		}},
+		// The OS identity `imagectl policy` requires of an image with packages.
+		{Name: "base-files", Version: "12.4+deb12u15", Data: []debtest.Entry{
+			debtest.Symlink("./etc/os-release", "../usr/lib/os-release"),
+			debtest.File("./usr/lib/os-release", "ID=debian\nVERSION_ID=\"12\"\n"),
+		}},
 	} {
 		b := debtest.Deb(t, p)
 		sum := sha256.Sum256(b)

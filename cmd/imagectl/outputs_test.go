@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -14,7 +16,8 @@ import (
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/deb/debtest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
 // TestFailedLastOutputKeepsEarlierOutputs: outputs are all or nothing. A
@@ -74,13 +77,21 @@ func TestBadTagIsAUsageErrorBeforeBuilding(t *testing.T) {
 // pinned package, and write nothing.
 func TestCacheFileOfTheRightSizeButWrongContent(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "")
-	lockPath, _, daemon := offlineFixture(t)
+	lockPath, debs, daemon := offlineFixture(t)
 	lock, err := debian.ReadLock(lockPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cache := t.TempDir()
 	for _, p := range lock.Packages {
+		if p.Name == "base-files" { // intact, as offlineFixture wrote it
+			b, err := os.ReadFile(filepath.Join(debs, p.SHA256))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(cache, p.SHA256), b, 0o644)
+			continue
+		}
 		// As offlineFixture, but liblapack3's library upper-cased: the
 		// members are uncompressed, so the size stays the same.
 		lib := map[string]string{"libblas3": "blas", "liblapack3": "lapack"}[p.Name]
@@ -154,7 +165,7 @@ func TestRevisionNoneLeavesTheLabelOut(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("build exited %d: %s", code, stderr)
 	}
-	img, err := oci.Load(lay)
+	img, err := source.Load(lay)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,5 +183,38 @@ func TestRevisionNoneLeavesTheLabelOut(t *testing.T) {
 	}
 	if v, ok := cf.Config.Labels[key]; ok {
 		t.Errorf("label %s=%q with --revision none", key, v)
+	}
+}
+
+// TestBuiltLayoutReadUnnamedBySkopeo: what `imagectl build --out` writes is
+// read by skopeo without naming the image; the SBOM is beside it, not in
+// it (skopeo refused the layout that listed the SBOM artifact too).
+func TestBuiltLayoutReadUnnamedBySkopeo(t *testing.T) {
+	skopeo := testenv.Tool(t, "skopeo")
+	t.Setenv("SOURCE_DATE_EPOCH", "")
+	lockPath, debs, daemon := offlineFixture(t)
+	dir, err := os.MkdirTemp("", "imgoci-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	lay := filepath.Join(dir, "image")
+	code, stdout, stderr := runCmd(t, "build", "--spec", repoSpec, "--lock", lockPath, "--debs", debs,
+		"--daemon-binary", daemon, "--revision", "test", "--out", lay, "--oci-archive", filepath.Join(dir, "img.tar"))
+	if code != 0 {
+		t.Fatalf("build exited %d: %s", code, stderr)
+	}
+	for _, f := range []string{lay + ".spdx.json", filepath.Join(dir, "img.tar.spdx.json")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("no SBOM beside the output: %v", err)
+		}
+	}
+	out, err := exec.Command(skopeo, "inspect", "oci:"+lay).CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo inspect oci:%s: %v\n%s", lay, err, out)
+	}
+	var inspect struct{ Digest string }
+	if err := json.Unmarshal(out, &inspect); err != nil || inspect.Digest != lastLine(stdout) {
+		t.Fatalf("skopeo sees %q (%v), build printed %s", inspect.Digest, err, lastLine(stdout))
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/policy"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/spec"
 )
@@ -66,10 +66,11 @@ func policyCommand(stdout io.Writer) *ffcli.Command {
 			if err != nil {
 				return err
 			}
-			img, err := oci.Open(ctx, args[0])
+			img, err := source.Open(ctx, args[0])
 			if err != nil {
 				return err
 			}
+			defer img.Close()
 			code, err := policy.Run(img, opts, f.format, stdout)
 			if err != nil {
 				return err

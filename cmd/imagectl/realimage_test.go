@@ -19,7 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/sink"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
@@ -50,7 +51,7 @@ func TestRealImage(t *testing.T) {
 	args := []string{"verify", "--spec", repoSpec, "--lock", "../../image/debian.lock.json", "--out", layout}
 	if archive := os.Getenv(imageArchiveEnv); archive != "" {
 		// Build with what CI stamped into its image, so the two can agree.
-		img, err := oci.Load(archive)
+		img, err := source.Load(archive)
 		if err != nil {
 			t.Fatalf("%s: %v", imageArchiveEnv, err)
 		}
@@ -75,12 +76,12 @@ func TestRealImage(t *testing.T) {
 
 	// podman, with a private store so the machine's is untouched.
 	archive := filepath.Join(dir, "image.tar")
-	img, err := oci.Load(layout)
+	img, err := source.Load(layout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ref := "localhost/pulse-sidecar:realimage"
-	if err := oci.WriteOCIArchive(archive, img, ref); err != nil {
+	if err := sink.WriteOCIArchive(archive, img, ref); err != nil {
 		t.Fatal(err)
 	}
 	pm := podmanIn(t, podman, dir)
@@ -116,6 +117,16 @@ func TestRealImage(t *testing.T) {
 		if desc.Digest.String() != digest {
 			t.Errorf("%s serves %s, built %s", tag, desc.Digest, digest)
 		}
+		// The SBOM beside the layout went along as a referrer (the
+		// distribution registry through the tag fallback).
+		refs, err := remote.Referrers(tag.Context().Digest(digest), remote.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := refs.IndexManifest()
+		if err != nil || len(im.Manifests) != 1 {
+			t.Errorf("%s: referrers of %s: %v (%v), want the SBOM", host, digest, im, err)
+		}
 	}
 	code, stdout, stderr = runCmdCtx(ctx, t, "policy", strings.TrimPrefix(inProcess.URL, "http://")+"/pulse-sidecar@"+digest,
 		"--spec", repoSpec, "--lock", "../../image/debian.lock.json")
@@ -142,7 +153,7 @@ func tail(s string, n int) string {
 // logSizes records the figures docs/BENCHMARKS.md quotes.
 func logSizes(t *testing.T, layout string) {
 	t.Helper()
-	img, err := oci.Load(layout)
+	img, err := source.Load(layout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/imgdiff"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci/source"
 )
 
 type verifyFlags struct {
@@ -45,10 +45,11 @@ func verifyCommand(stdout, stderr io.Writer) *ffcli.Command {
 		ShortHelp:  "build twice in different environments and compare; prints the digest, exit 0 same, 1 different",
 		LongHelp: "Runs `imagectl build` twice as subprocesses into fresh temp dirs. The second\n" +
 			"build changes what must not matter: umask (022 vs 077), TZ, LANG/LC_ALL\n" +
-			"(tr_TR.UTF-8), working directory, TMPDIR, GOMAXPROCS (also the daemon\n" +
-			"compile's parallelism), the order packages are extracted in (shuffled)\n" +
-			"and the extraction state (empty vs warm spill dir). The sha256-verified\n" +
-			"download cache is shared. Manifest, config and layer digests and the SBOM\n" +
+			"(tr_TR.UTF-8), working directory, TMPDIR, GOMAXPROCS (all of which reach\n" +
+			"the daemon's go build too), a fresh Go build cache for the daemon, the\n" +
+			"order packages are extracted in (shuffled) and the extraction state\n" +
+			"(empty vs warm spill dir). The sha256-verified download cache is shared;\n" +
+			"both compiles use go.mod's toolchain. Manifest, config and layer digests and the SBOM\n" +
 			"bytes must agree; otherwise the images' semantic diff is printed.\n\n" +
 			"--against builds once and compares with an image made elsewhere: another\n" +
 			"machine, a registry, a Nix or Bazel result.",
@@ -74,10 +75,17 @@ type environment struct {
 	order build.ExtractOrder
 	vars  []string // KEY=VALUE over the inherited environment
 	dir   string   // working directory, relative to the build's own dir
+	// freshGoCache compiles the daemon with an empty Go build cache: a
+	// cache entry that does not match its inputs cannot serve both builds.
+	freshGoCache bool
 }
 
 func (e environment) String() string {
-	return fmt.Sprintf("umask %s, extraction order %s, cwd ./%s, %s", e.umask, e.order, e.dir, strings.Join(e.vars, " "))
+	cache := "user's Go build cache"
+	if e.freshGoCache {
+		cache = "fresh Go build cache"
+	}
+	return fmt.Sprintf("umask %s, extraction order %s, cwd ./%s, %s, %s", e.umask, e.order, e.dir, cache, strings.Join(e.vars, " "))
 }
 
 // environments: a plain reference build and one that differs in every
@@ -97,8 +105,9 @@ func environments(seed uint64) [2]environment {
 		umask: "077",
 		order: build.ExtractOrder{Shuffle: true, Seed: seed},
 		// +12:45 and a dotless-i locale: odd enough to show up if read.
-		vars: []string{"TZ=Pacific/Chatham", "LANG=tr_TR.UTF-8", "LC_ALL=tr_TR.UTF-8", "GOMAXPROCS=" + strconv.Itoa(procs)},
-		dir:  filepath.Join("elsewhere", "deeper"),
+		vars:         []string{"TZ=Pacific/Chatham", "LANG=tr_TR.UTF-8", "LC_ALL=tr_TR.UTF-8", "GOMAXPROCS=" + strconv.Itoa(procs)},
+		dir:          filepath.Join("elsewhere", "deeper"),
+		freshGoCache: true,
 	}}
 }
 
@@ -108,7 +117,7 @@ func environments(seed uint64) [2]environment {
 func controlled(key string) bool {
 	switch key {
 	case "TZ", "LANG", "LANGUAGE", "GOMAXPROCS", "TMPDIR",
-		"IMAGECTL_UMASK", "IMAGECTL_EXTRACT_ORDER", "IMAGECTL_SPILL_DIR", "IMAGECTL_OUT",
+		"IMAGECTL_UMASK", "IMAGECTL_EXTRACT_ORDER", "IMAGECTL_SPILL_DIR", "IMAGECTL_GOCACHE", "IMAGECTL_OUT",
 		"IMAGECTL_SBOM", "IMAGECTL_OCI_ARCHIVE", "IMAGECTL_DOCKER_ARCHIVE":
 		return true
 	}
@@ -176,10 +185,11 @@ func runVerify(ctx context.Context, f verifyFlags, stdout, stderr io.Writer) err
 		results = append(results, r)
 	}
 	if f.against != "" {
-		img, err := oci.Open(ctx, f.against)
+		img, err := source.Open(ctx, f.against)
 		if err != nil {
 			return err
 		}
+		defer img.Close()
 		results = append(results, built{name: f.against, image: img})
 	}
 	same, err := compareBuilds(results[0], results[1], stdout)
@@ -207,8 +217,12 @@ func buildChild(ctx context.Context, exe string, args []string, e environment, d
 		}
 	}
 	sbomFile := layout + ".spdx.json"
-	cmd := exec.CommandContext(ctx, exe, append(append([]string{"build"}, args...),
-		"--out="+layout, "--sbom="+sbomFile, "--extract-order="+e.order.String(), "--spill-dir="+spill)...)
+	args = append(append([]string{"build"}, args...),
+		"--out="+layout, "--sbom="+sbomFile, "--extract-order="+e.order.String(), "--spill-dir="+spill)
+	if e.freshGoCache {
+		args = append(args, "--gocache="+filepath.Join(dir, "gocache"))
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Dir = cwd
 	cmd.Env = childEnv(os.Environ(), e, tmp)
 	var out bytes.Buffer
@@ -220,7 +234,7 @@ func buildChild(ctx context.Context, exe string, args []string, e environment, d
 	if err != nil {
 		return built{}, fmt.Errorf("verify: %s build (%s): %w", e.name, e, err)
 	}
-	img, err := oci.Load(layout)
+	img, err := source.Load(layout)
 	if err != nil {
 		return built{}, fmt.Errorf("verify: %s build: %w", e.name, err)
 	}

@@ -55,6 +55,19 @@ func buildDaemon(t *testing.T) string {
 
 func startDaemon(t *testing.T, bin string, extraArgs []string, extraEnv []string) *daemonUnderTest {
 	t.Helper()
+	return startDaemonAs(t, bin, extraArgs, append(append(cleanEnv(), "PULSEAUDIO_COOKIE="+testCookie), extraEnv...), nil)
+}
+
+// startDaemonEnv starts the daemon with exactly env.
+func startDaemonEnv(t *testing.T, bin string, extraArgs []string, env []string) *daemonUnderTest {
+	t.Helper()
+	return startDaemonAs(t, bin, extraArgs, env, nil)
+}
+
+// startDaemonAs starts the daemon with exactly env, and attr (e.g. another
+// uid) when not nil.
+func startDaemonAs(t *testing.T, bin string, extraArgs []string, env []string, attr *syscall.SysProcAttr) *daemonUnderTest {
+	t.Helper()
 	testenv.Tool(t, "pulseaudio")
 	ffmpeg := testenv.Tool(t, "ffmpeg")
 	dir := testenv.ShortTempDir(t)
@@ -75,7 +88,8 @@ func startDaemon(t *testing.T, bin string, extraArgs []string, extraEnv []string
 		"--encoder-linger", "1s", "--ping-interval", "2s", "--log-level", "debug",
 	}, extraArgs...)
 	d.cmd = exec.Command(bin, args...)
-	d.cmd.Env = append(append(cleanEnv(), "PULSEAUDIO_COOKIE="+testCookie), extraEnv...)
+	d.cmd.Env = env
+	d.cmd.SysProcAttr = attr
 	d.cmd.Stderr = d.stderr
 	d.cmd.Stdout = d.stderr
 	if err := d.cmd.Start(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -30,6 +31,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/logging"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/microphone"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/ops"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/privdir"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/speaker"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
@@ -87,6 +89,46 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// placeWritable moves the FIFOs and the run dir into one private directory
+// when their configured places are not writable (a read-only container with
+// nothing mounted but /tmp), and says so once.
+func placeWritable(cfg *config.Config, fb *privdir.Fallback, log *slog.Logger) error {
+	var moved []string
+	var why error
+	for _, p := range []struct {
+		name string
+		path *string
+		dir  bool
+	}{{"speaker-fifo", &cfg.SpeakerFIFO, false}, {"microphone-fifo", &cfg.MicrophoneFIFO, false}, {"run-dir", &cfg.RunDir, true}} {
+		place := fb.File
+		if p.dir {
+			place = fb.Directory
+		}
+		to, m, err := place(*p.path)
+		if err != nil {
+			return fmt.Errorf("--%s: %w", p.name, err)
+		}
+		if m != nil {
+			moved = append(moved, fmt.Sprintf("%s=%s", p.name, to))
+			why = m.Why
+		}
+		*p.path = to
+	}
+	if len(moved) > 0 {
+		log.Warn("configured places not writable; using a private directory instead",
+			"dir", fb.Created(), "moved", strings.Join(moved, " "), "why", why)
+	}
+	return nil
+}
+
+// watchdog maps --pulse-watchdog (0: off) onto pulse.Daemon's (negative: off).
+func watchdog(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func printVersion(w io.Writer) {
 	fmt.Fprintf(w, "pulse-sidecar %s\n", version)
 	fmt.Fprintf(w, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
@@ -101,12 +143,9 @@ func printVersion(w io.Writer) {
 }
 
 func daemon(cfg config.Config, stderr io.Writer) error {
-	log, logFile, err := logging.New(logging.Options{
+	log, logFile := logging.New(logging.Options{
 		Format: cfg.LogFormat, Level: cfg.LogLevel, Stderr: stderr, Dir: cfg.LogDir,
 	})
-	if err != nil {
-		return err
-	}
 	defer logFile.Close()
 	// Listen for signals before anything else: as PID 1 a SIGTERM that comes
 	// while the ports are being bound would otherwise be dropped, and podman
@@ -127,11 +166,13 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		return err
 	}
 
-	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
-		return fmt.Errorf("run dir: %w", err)
+	fallback := &privdir.Fallback{Parent: cfg.FallbackParent}
+	if err := placeWritable(&cfg, fallback, log); err != nil {
+		return err
 	}
 	cookie := pulse.RandomCookie()
 	if cfg.Cookie != "" {
+		var err error
 		if cookie, err = pulse.CookieBytes(cfg.Cookie); err != nil {
 			return err
 		}
@@ -149,6 +190,10 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		}
 		if fi, err := os.Lstat(cfg.PulseSocket); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			os.Remove(cfg.PulseSocket)
+		}
+		// Made fresh by this process and writable by nobody else.
+		if dir := fallback.Created(); dir != "" {
+			os.RemoveAll(dir)
 		}
 	})
 	defer cleanup()
@@ -198,6 +243,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		},
 		Binary: cfg.PulseAudio, Cookie: cookie, Reaper: reaper, Grace: grace,
 		Log: log.With("actor", "pulseaudio"), Ready: ready.Setter("pulseaudio"), Registerer: reg,
+		Watchdog: watchdog(cfg.PulseWatchdog),
 	}
 	// The websocket ports' common settings: one limit, one origin policy,
 	// one ping policy for both relays.

@@ -4,7 +4,11 @@
 //
 //	sidecar-bench fanout  --fifo F --ws URL --pid PID [--listeners 1,10,100,1000,2000] [--slow K]
 //	sidecar-bench latency --ws URL --pulse-server unix:SOCK [--pulse-cookie FILE] [--bursts 20]
+//	                      [--breakdown --pid PID] [--proof-delay 100ms]
 //	sidecar-bench churn   --ws URL --pid PID [--cycles 10000 --cycle-rate 200]
+//	sidecar-bench footprint --pid PID --ws URL [--duration 20s] [--listeners 1]
+//	sidecar-bench idle    --pid PID [--duration 20s]
+//	sidecar-bench soak    --ws URL --pid PID --ready URL [--duration 5m --kill-every 20s]
 package main
 
 import (
@@ -88,14 +92,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	paplay := latFS.String("paplay", "paplay", "paplay binary")
 	ffmpeg := latFS.String("ffmpeg", "ffmpeg", "ffmpeg binary (the listener's decoder)")
 	player := latFS.String("player", "paplay", "paplay: one paplay per burst (its start counts); pacat: one real-time pacat stream")
-	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat")
+	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat and as --breakdown's PCM recorder")
+	breakdown := latFS.Bool("breakdown", false, "also time the bursts at a PCM recorder and at a copy of the relay's encoder (needs --pid and --fifo)")
+	browserDir := latFS.String("browser", "", "also time the bursts at JSMpeg's audio output in headless Chromium, driven by run.mjs in this directory (internal/e2e/browser, after npm ci)")
+	node := latFS.String("node", "node", "node binary, with --browser")
+	chromium := latFS.String("chromium", "/usr/bin/chromium", "Chromium binary, with --browser")
+	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long; the run must report it back")
 	// Issue 13: the Opus stream, alone or beside MP2 in one run.
 	codec := latFS.String("codec", "mp2", "mp2; opus (?codec=opus, timed at the page carrying the onset and at the decoder); both: MP2 then Opus in one run, with bytes per second")
+
+	footFS, footO := newFlags("footprint")
+	footListeners := footFS.Int("listeners", 1, "listeners reading during the second phase (0: idle only)")
 
 	churnFS, churnO := newFlags("churn")
 	cycles := churnFS.Int("cycles", 10000, "connect/disconnect cycles")
 	cycleRate := churnFS.Float64("cycle-rate", 200, "cycles started per second")
 	churnSettle := churnFS.Duration("settle", 15*time.Second, "wait after the last cycle before the last reading")
+
+	idleFS, idleO := newFlags("idle")
+	idleFS.Lookup("duration").Value.Set("20s")
+	idleFS.Lookup("duration").DefValue = "20s"
+
+	soakFS, soakO := newFlags("soak")
+	soakFS.Lookup("duration").Value.Set("5m")
+	soakFS.Lookup("duration").DefValue = "5m"
+	soakReady := soakFS.String("ready", "http://127.0.0.1:29780/readyz", "daemon's /readyz URL (empty: not polled)")
+	soakChurn := soakFS.Float64("churn-rate", 20, "listeners connected and closed per second")
+	soakStalled := soakFS.Int("stalled", 20, "listeners that connect and never read")
+	soakHalf := soakFS.Int("half-open", 50, "TCP connections that send half a request and wait")
+	soakKill := soakFS.Duration("kill-every", 20*time.Second, "SIGKILL the daemon's PulseAudio and encoder in turn this often (0: never)")
+	soakSettle := soakFS.Duration("settle", 15*time.Second, "wait after everyone left before the last reading")
 
 	var result interface{ WriteTable(io.Writer) error }
 	var jsonOut bool
@@ -145,12 +171,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if *bursts < 1 {
 				return fmt.Errorf("--bursts %d: want at least 1", *bursts)
 			}
-			stream := ""
-			switch *player {
-			case "paplay":
-			case "pacat":
-				stream = *pacat
-			default:
+			if *player != "paplay" && *player != "pacat" {
 				return fmt.Errorf("--player %q: want paplay or pacat", *player)
 			}
 			if err := prepare(latO); err != nil {
@@ -158,8 +179,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			l := &bench.Latency{
 				Target: latO.target(), PulseServer: latO.pulseServer, CookieFile: latO.cookie,
-				Paplay: *paplay, Pacat: stream, FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
-				Background: *background, Progress: stderr,
+				Paplay: *paplay, Pacat: *pacat, Stream: *player == "pacat", FFmpeg: *ffmpeg, Bursts: *bursts, Interval: *interval,
+				Background: *background, Breakdown: *breakdown, ProofDelay: *proofDelay, Progress: stderr,
+			}
+			if *browserDir != "" {
+				l.Browser = &bench.Browser{Dir: *browserDir, Node: *node, Chromium: *chromium}
 			}
 			switch *codec {
 			case "mp2":
@@ -195,12 +219,60 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		},
 	}
+	footprint := &ffcli.Command{
+		Name: "footprint", ShortUsage: "sidecar-bench footprint --pid PID [flags]", ShortHelp: "CPU and RSS/PSS of the whole sidecar, idle and streaming",
+		FlagSet: footFS, Options: opts,
+		Exec: func(ctx context.Context, _ []string) error {
+			if footO.pid == 0 || *footListeners < 0 {
+				return fmt.Errorf("--pid %d --listeners %d: want the daemon's pid and listeners >= 0", footO.pid, *footListeners)
+			}
+			jsonOut = footO.jsonOut
+			f := &bench.Footprint{Target: footO.target(), Duration: footO.duration, Listeners: *footListeners, Progress: stderr}
+			r, err := f.Run(ctx)
+			result = r
+			return err
+		},
+	}
+	idle := &ffcli.Command{
+		Name: "idle", ShortUsage: "sidecar-bench idle --pid PID [flags]", ShortHelp: "CPU of the daemon and its children while nobody listens",
+		FlagSet: idleFS, Options: opts,
+		Exec: func(ctx context.Context, _ []string) error {
+			if idleO.pid <= 0 || idleO.duration <= 0 {
+				return fmt.Errorf("--pid %d --duration %s: both must be positive", idleO.pid, idleO.duration)
+			}
+			jsonOut = idleO.jsonOut
+			i := &bench.Idle{PID: idleO.pid, Duration: idleO.duration}
+			r, err := i.Run(ctx)
+			result = r
+			return err
+		},
+	}
+	soak := &ffcli.Command{
+		Name: "soak", ShortUsage: "sidecar-bench soak --pid PID [flags]",
+		ShortHelp: "listener churn, stalled clients, PulseAudio and encoder kills at once; report what survived",
+		FlagSet:   soakFS, Options: opts,
+		Exec: func(ctx context.Context, _ []string) error {
+			if soakO.duration <= 0 || *soakChurn < 0 || *soakStalled < 0 || *soakHalf < 0 || *soakKill < 0 {
+				return errors.New("--duration must be positive; --churn-rate, --stalled, --half-open and --kill-every must not be negative")
+			}
+			if err := prepare(soakO); err != nil {
+				return err
+			}
+			s := &bench.Soak{
+				Target: soakO.target(), ReadyURL: *soakReady, Duration: soakO.duration, ChurnRate: *soakChurn,
+				Stalled: *soakStalled, HalfOpen: *soakHalf, KillEvery: *soakKill, Settle: *soakSettle, Progress: stderr,
+			}
+			r, err := s.Run(ctx)
+			result = r
+			return err
+		},
+	}
 	root := &ffcli.Command{
-		ShortUsage:  "sidecar-bench fanout|latency|churn [flags]",
-		Subcommands: []*ffcli.Command{fanout, latency, churn},
+		ShortUsage:  "sidecar-bench fanout|latency|churn|footprint|idle|soak [flags]",
+		Subcommands: []*ffcli.Command{fanout, latency, churn, footprint, idle, soak},
 		FlagSet:     flag.NewFlagSet("sidecar-bench", flag.ContinueOnError),
 		Exec: func(context.Context, []string) error {
-			return errors.New("want a mode: fanout, latency or churn")
+			return errors.New("want a mode: fanout, latency, churn, footprint, idle or soak")
 		},
 	}
 	root.FlagSet.SetOutput(stderr)

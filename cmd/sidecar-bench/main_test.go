@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,9 @@ func TestBadFlags(t *testing.T) {
 		{"latency", "--bursts", "0"},
 		{"latency", "--player", "vlc"},
 		{"churn", "--cycles", "0"},
+		{"footprint"},
+		{"idle"},
+		{"soak", "--churn-rate", "-1"},
 	} {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {
@@ -134,15 +138,22 @@ func TestFanoutAgainstDaemon(t *testing.T) {
 	}
 }
 
+// The latency run against the real daemon, with its own proof: a second
+// listener behind a proxy that delays the stream by 100 ms must measure
+// 100 ms more, within 10 ms, over 20 bursts. Both listeners hear the same
+// bursts, so the load of the machine cancels out of the difference.
 func TestLatencyAgainstDaemon(t *testing.T) {
 	paplay := testenv.Tool(t, "paplay")
+	pacat := testenv.Tool(t, "pacat")
+	testenv.Tool(t, "pactl")
 	d := startDaemon(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
 	err := run(ctx, []string{"latency", "--ws", d.ws, "--metrics", "http://" + d.ops + "/metrics",
 		"--pulse-server", "unix:" + d.pulseSock, "--pulse-cookie", filepath.Join(d.runDir, "cookie"),
-		"--paplay", paplay, "--ffmpeg", testenv.Tool(t, "ffmpeg"), "--bursts", "3", "--json"}, &out, &errb)
+		"--paplay", paplay, "--pacat", pacat, "--ffmpeg", testenv.Tool(t, "ffmpeg"), "--bursts", "20",
+		"--breakdown", "--fifo", d.fifo, "--pid", fmt.Sprint(d.cmd.Process.Pid), "--proof-delay", "100ms", "--json"}, &out, &errb)
 	if err != nil {
 		t.Fatalf("latency: %v\n%s", err, errb.String())
 	}
@@ -150,11 +161,74 @@ func TestLatencyAgainstDaemon(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatalf("latency JSON: %v\n%s", err, out.String())
 	}
-	if res.Summary.N < 2 || res.Summary.P50 <= 0 || res.Summary.P50 > 5*time.Second || res.FirstAudio <= 0 {
+	var table bytes.Buffer
+	res.WriteTable(&table)
+	t.Logf("latency run:\n%s", table.String())
+	if res.Summary.N < 18 || res.Summary.P50 <= 0 || res.Summary.P50 > 5*time.Second || res.FirstAudio <= 0 {
 		t.Errorf("latency result %+v looks wrong\n%s", res, errb.String())
 	}
 	if res.Cold == nil || !*res.Cold {
 		t.Errorf("the first listener of a fresh daemon should find the encoder cold: %v", res.Cold)
+	}
+	if res.Added == nil || res.Added.N < 18 {
+		t.Fatalf("the delayed listener saw too few bursts: %+v", res.Added)
+	}
+	if off := res.Added.P50 - res.ProofDelay; off < -10*time.Millisecond || off > 10*time.Millisecond {
+		t.Errorf("a %v delay was measured as %v (median of %d bursts): more than 10 ms off",
+			res.ProofDelay, res.Added.P50, res.Added.N)
+	}
+	if len(res.Stages) == 0 || len(res.Encoder) == 0 || res.Encoder[0] == "" {
+		t.Errorf("no breakdown: stages %+v, encoder %q", res.Stages, res.Encoder)
+	}
+	for _, s := range res.Stages[:1] {
+		if s.Summary.N < 18 {
+			t.Errorf("stage %q saw %d bursts", s.Name, s.Summary.N)
+		}
+	}
+	if res.Lost != 0 || res.Frames == 0 {
+		t.Errorf("listener stream: %d frames, %d continuity errors", res.Frames, res.Lost)
+	}
+}
+
+func TestFootprintAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"footprint", "--ws", d.ws, "--pid", fmt.Sprint(d.cmd.Process.Pid),
+		"--duration", "2s", "--listeners", "1", "--json"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("footprint: %v\n%s", err, errb.String())
+	}
+	var res bench.FootprintResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("footprint JSON: %v\n%s", err, out.String())
+	}
+	if len(res.Phases) != 2 {
+		t.Fatalf("%d phases, want idle and streaming: %s", len(res.Phases), out.String())
+	}
+	comms := func(ph bench.FootprintPhase) []string {
+		var c []string
+		for _, p := range ph.Procs {
+			c = append(c, p.Comm)
+		}
+		return c
+	}
+	idle, st := res.Phases[0], res.Phases[1]
+	// Idle: the daemon and PulseAudio, no encoder; streaming adds ffmpeg.
+	if !slices.Contains(comms(idle), "pulseaudio") || slices.Contains(comms(idle), "ffmpeg") {
+		t.Errorf("idle processes %q: want pulseaudio and no ffmpeg", comms(idle))
+	}
+	if !slices.Contains(comms(st), "ffmpeg") {
+		t.Errorf("streaming processes %q: want ffmpeg", comms(st))
+	}
+	for _, ph := range res.Phases {
+		if ph.RSS <= 0 || ph.PSS <= 0 || ph.PSS > ph.RSS {
+			t.Errorf("%s: RSS %d, PSS %d", ph.Name, ph.RSS, ph.PSS)
+		}
+	}
+	if st.CPU <= 0 || st.CPU <= idle.CPU {
+		t.Errorf("streaming CPU %.3f, idle %.3f: encoding should cost something", st.CPU, idle.CPU)
 	}
 }
 
@@ -175,5 +249,122 @@ func TestChurnAgainstDaemon(t *testing.T) {
 	}
 	if res.Failed != 0 || res.Left.Listeners != 0 || res.Before.Goroutines == 0 {
 		t.Errorf("churn result %+v", res)
+	}
+}
+
+// The latency a person hears: JSMpeg in headless Chromium plays the stream,
+// the page times each onset at its audio output, and a second tap behind a
+// 100 ms DelayNode on the same output proves the chain (tap, clock mapping,
+// matching) by reporting those 100 ms back within 10 ms.
+func TestHeardLatencyAgainstDaemon(t *testing.T) {
+	paplay := testenv.Tool(t, "paplay")
+	node := testenv.Tool(t, "node")
+	chromium := os.Getenv("E2E_CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	browserDir, err := filepath.Abs("../../internal/e2e/browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, need := range []string{chromium, filepath.Join(browserDir, "node_modules", "playwright-core")} {
+		if _, err := os.Stat(need); err != nil {
+			if testenv.CI() {
+				t.Fatalf("needed in CI (chromium; `npm ci` in internal/e2e/browser): %v", err)
+			}
+			t.Skipf("not installed: %v", err)
+		}
+	}
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err = run(ctx, []string{"latency", "--ws", d.ws, "--metrics", "http://" + d.ops + "/metrics",
+		"--pulse-server", "unix:" + d.pulseSock, "--pulse-cookie", filepath.Join(d.runDir, "cookie"),
+		"--paplay", paplay, "--ffmpeg", testenv.Tool(t, "ffmpeg"), "--bursts", "20",
+		"--browser", browserDir, "--node", node, "--chromium", chromium, "--proof-delay", "100ms", "--json"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("latency: %v\n%s", err, errb.String())
+	}
+	var res bench.LatencyResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("latency JSON: %v\n%s", err, out.String())
+	}
+	var table bytes.Buffer
+	res.WriteTable(&table)
+	t.Logf("latency run:\n%s", table.String())
+	if res.Heard == nil || res.Heard.N < 18 || res.Heard.P50 < res.Summary.P50 {
+		t.Fatalf("heard %+v: want at least 18 bursts, each heard after its TS packet arrived (median %v)", res.Heard, res.Summary.P50)
+	}
+	if res.HeardAdded == nil || res.HeardAdded.N < 18 {
+		t.Fatalf("the delayed tap heard too few bursts: %+v", res.HeardAdded)
+	}
+	if off := res.HeardAdded.P50 - res.ProofDelay; off < -10*time.Millisecond || off > 10*time.Millisecond {
+		t.Errorf("a %v delay on the page's output was measured as %v (median of %d bursts): more than 10 ms off",
+			res.ProofDelay, res.HeardAdded.P50, res.HeardAdded.N)
+	}
+}
+
+func TestIdleAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	if err := run(ctx, []string{"idle", "--pid", fmt.Sprint(d.cmd.Process.Pid), "--duration", "2s", "--json"}, &out, &errb); err != nil {
+		t.Fatalf("idle: %v\n%s", err, errb.String())
+	}
+	var res bench.IdleResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("idle JSON: %v\n%s", err, out.String())
+	}
+	comms := map[string]bool{}
+	for _, p := range res.Processes {
+		comms[p.Comm] = true
+	}
+	if res.Seconds < 1.9 || res.Share < 0 || !comms["pulse-sidecar"] || !comms["pulseaudio"] {
+		t.Errorf("idle result %+v", res)
+	}
+}
+
+// The short soak CI runs: churn, stalled and half-open clients, PulseAudio
+// and the encoder killed in turn; the daemon, its readiness and the
+// reference listener's audio must survive, and nothing may be left behind.
+func TestSoakAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"soak", "--ws", d.ws, "--pid", fmt.Sprint(d.cmd.Process.Pid),
+		"--metrics", "http://" + d.ops + "/metrics", "--ready", "http://" + d.ops + "/readyz",
+		"--duration", "24s", "--churn-rate", "10", "--stalled", "3", "--half-open", "5",
+		"--kill-every", "6s", "--settle", "0s", "--json"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("soak: %v\n%s", err, errb.String())
+	}
+	var res bench.SoakResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("soak JSON: %v\n%s", err, out.String())
+	}
+	t.Logf("%s", errb.String())
+	if !res.DaemonAlive || !res.ReadyAtEnd || !res.ReferenceConnected {
+		t.Errorf("daemon alive %v, ready at end %v, reference listener connected %v", res.DaemonAlive, res.ReadyAtEnd, res.ReferenceConnected)
+	}
+	if len(res.Kills) < 2 {
+		t.Errorf("%d kills, want PulseAudio and the encoder killed at least once each", len(res.Kills))
+	}
+	for _, k := range res.Kills {
+		if !k.Recovered {
+			t.Errorf("no audio after killing %s at %.1f s", k.What, k.At)
+		}
+	}
+	if res.ChurnOK == 0 || res.ChurnFailed > res.ChurnOK/4 {
+		t.Errorf("churn: %d ok, %d failed (%s)", res.ChurnOK, res.ChurnFailed, res.ChurnFirstErr)
+	}
+	if res.ListenersAtClose != 0 {
+		t.Errorf("relay counts %d listeners after all left", res.ListenersAtClose)
+	}
+	var table bytes.Buffer
+	if err := res.WriteTable(&table); err != nil || !strings.Contains(table.String(), "kills:") {
+		t.Errorf("table: %v\n%s", err, table.String())
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -131,13 +133,46 @@ func (r ChurnResult) WriteTable(w io.Writer) error {
 
 // WriteTable prints the latency result for a terminal.
 func (r LatencyResult) WriteTable(w io.Writer) error {
-	fmt.Fprintf(w, "machine: %d CPUs, %s MiB, load %.2f at start, %s\n", r.Machine.CPUs, mib(r.Machine.MemTotal), r.Machine.Load1, r.Machine.Date)
+	fmt.Fprintf(w, "machine: %d CPUs, %s MiB, load %.2f at start, %.2f at end, %s\n",
+		r.Machine.CPUs, mib(r.Machine.MemTotal), r.Machine.Load1, r.Load1, r.Machine.Date)
 	cold := "unknown"
 	if r.Cold != nil {
 		cold = fmt.Sprint(*r.Cold)
 	}
 	fmt.Fprintf(w, "time to first audio: %s ms (encoder cold: %s)\n", ms(r.FirstAudio), cold)
-	_, err := fmt.Fprintf(w, "play -> onset, %d bursts (%d missed), %d background listeners: median %s ms, p95 %s ms, max %s ms\n",
-		r.Summary.N, r.Missed, r.Background, ms(r.Summary.P50), ms(r.Summary.P95), ms(r.Summary.Max))
-	return err
+	fmt.Fprintf(w, "listener stream: %d MP2 frames, %d continuity errors, %d bytes skipped\n", r.Frames, r.Lost, r.Resyncs)
+	fmt.Fprintf(w, "%s start -> arrival of the TS packet completing the onset's frame, %d bursts (%d missed), %d background listeners:\n",
+		r.Player, r.Summary.N, r.Missed, r.Background)
+	fmt.Fprintf(w, "  median %s ms, p95 %s ms, max %s ms\n", ms(r.Summary.P50), ms(r.Summary.P95), ms(r.Summary.Max))
+	if len(r.Stages) > 0 {
+		fmt.Fprintf(w, "breakdown (per-burst differences; encoder copy: %s):\n", strings.Join(r.Encoder, " "))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  stage\tn\tmedian ms\tp95 ms\t")
+		for _, s := range r.Stages {
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t\n", s.Name, s.Summary.N, ms(s.Summary.P50), ms(s.Summary.P95))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	for _, p := range r.Pulse {
+		fmt.Fprintf(w, "pulseaudio: %s\n", p)
+	}
+	if r.Heard != nil {
+		fmt.Fprintf(w, "heard: %s start -> onset at JSMpeg's audio output in Chromium, %d bursts: median %s ms, p95 %s ms, max %s ms\n",
+			r.Player, r.Heard.N, ms(r.Heard.P50), ms(r.Heard.P95), ms(r.Heard.Max))
+		for _, p := range r.Browser {
+			fmt.Fprintf(w, "  page: AudioContext %g Hz %s, baseLatency %.1f ms, outputLatency %.1f ms, mapped by %s\n",
+				p.SampleRate, p.State, 1000*p.BaseLatency, 1000*p.OutputLatency, p.Mapped)
+		}
+	}
+	if r.HeardAdded != nil {
+		fmt.Fprintf(w, "proof: the page's tap behind a %s ms DelayNode heard the bursts %s ms later (median of %d; p95 %s ms)\n",
+			ms(r.ProofDelay), ms(r.HeardAdded.P50), r.HeardAdded.N, ms(r.HeardAdded.P95))
+	}
+	if r.Added != nil {
+		fmt.Fprintf(w, "proof: listener behind a %s ms delay proxy measured %s ms more (median of %d bursts; p95 %s ms)\n",
+			ms(r.ProofDelay), ms(r.Added.P50), r.Added.N, ms(r.Added.P95))
+	}
+	return nil
 }

@@ -176,7 +176,7 @@ func (l *OpusLatency) Run(ctx context.Context) (OpusLatencyResult, error) {
 		env = append(env, "PULSE_COOKIE="+l.CookieFile)
 	}
 	res.Player = "paplay"
-	if l.Pacat != "" {
+	if l.Stream {
 		res.Player = "pacat"
 	}
 
@@ -280,7 +280,7 @@ func (l *OpusLatency) Run(ctx context.Context) (OpusLatencyResult, error) {
 		return res, ctx.Err()
 	}
 	play := func() (time.Time, func() error, error) { return l.paplay(ctx, env, sink, wav) }
-	if l.Pacat != "" {
+	if l.Stream {
 		st, err := startStream(ctx, l.Pacat, sink, env, pcm)
 		if err != nil {
 			return res, err

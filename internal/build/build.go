@@ -1,16 +1,21 @@
 // Package build is the image pipeline: spec + lock + fetched .debs + daemon
-// binary -> v1.Image. It reads only what it is given (no network, no clock),
-// so the same inputs always give the same digest; fetching and writing
-// outputs are the caller's edges.
+// binary -> v1.Image. It reads only what it is given, through the fs.FS
+// values and bytes of Inputs (no network, no clock, no path of the machine),
+// so the same inputs always give the same digest; fetching, compiling and
+// writing outputs are the caller's edges.
 package build
 
 import (
 	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -29,9 +34,13 @@ type Inputs struct {
 	Spec *spec.Spec
 	Lock *debian.Lock
 	Arch string // Debian architecture: "amd64", "arm64"
-	// Debs maps a locked package's sha256 to the path of its .deb. Build
-	// hashes each file as it extracts it and fails on a mismatch.
-	Debs map[string]string
+	// Debs holds the fetched .debs, each named by the lowercase sha256 the
+	// lock pins. Build reads each one whole and compares its size and
+	// sha256 with the lock before parsing any byte of it.
+	Debs fs.FS
+	// Files holds the sources of the spec's files, by the spec-relative
+	// path the spec names (os.DirFS of the spec's directory).
+	Files fs.FS
 	// Daemon is the pulse-sidecar binary for Arch.
 	Daemon []byte
 	// Version and Revision fill the OCI version and revision annotations.
@@ -56,18 +65,10 @@ type Result struct {
 	Copyright map[string][]byte
 }
 
-// Image assembles the image; see Build.
-func Image(in Inputs) (v1.Image, error) {
-	r, err := Build(in)
-	if err != nil {
-		return nil, err
-	}
-	return r.Image, nil
-}
-
 // Build assembles the image. Layers, most stable first: (1) the Debian
-// packages, (2) the configuration generated from the spec, (3) the daemon,
-// which changes with every commit.
+// packages, split by source package as planLayers says, each with its dpkg
+// status.d entries, (2) the configuration generated from the spec, (3) the
+// daemon, which changes with every commit.
 func Build(in Inputs) (*Result, error) {
 	if in.Spec == nil || in.Lock == nil {
 		return nil, fmt.Errorf("build: spec and lock are required")
@@ -77,6 +78,9 @@ func Build(in Inputs) (*Result, error) {
 	}
 	if len(in.Daemon) == 0 {
 		return nil, fmt.Errorf("build: no daemon binary")
+	}
+	if in.Debs == nil {
+		return nil, fmt.Errorf("build: no .debs given")
 	}
 	pkgs := in.Lock.PackagesFor(in.Arch)
 	if len(pkgs) == 0 {
@@ -96,6 +100,9 @@ func Build(in Inputs) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := rootfs.AddDpkgStatus(tree, status); err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
 	copyright, err := copyrights(tree, pkgs)
 	if err != nil {
 		return nil, err
@@ -103,17 +110,16 @@ func Build(in Inputs) (*Result, error) {
 	for _, f := range tree.Fixups() {
 		fmt.Fprintf(log, "build: %s: /%s: %s\n", f.Origin, f.Path, f.Change)
 	}
-	pkgLayer, err := oci.NewLayer(func(w io.Writer) error { return tree.WriteTar(w, in.Created) })
+	layers, err := packageLayers(tree, pkgs, in.Created)
 	if err != nil {
-		return nil, fmt.Errorf("build: package layer: %w", err)
+		return nil, err
 	}
 
 	// The configuration is applied to the package tree itself, because
-	// alternatives must resolve to files packages ship and status.d lists
-	// the files that survived the filter; the configuration layer then
-	// holds exactly the entries this step added or changed.
+	// alternatives must resolve to files packages ship; the configuration
+	// layer then holds exactly the entries this step added or changed.
 	before := snapshot(tree)
-	if err := configure(tree, in.Spec, in.Arch, status); err != nil {
+	if err := configure(tree, in.Spec, in.Files, in.Arch); err != nil {
 		return nil, err
 	}
 	if err := rootfs.CheckModes(tree, exempt(in.Spec)...); err != nil {
@@ -127,6 +133,7 @@ func Build(in Inputs) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build: configuration layer: %w", err)
 	}
+	layers = append(layers, oci.Layer{Layer: cfgLayer, CreatedBy: "imagectl: users, groups, directories, files and alternatives from the spec", Comment: "configuration"})
 
 	daemonTree := rootfs.New()
 	if err := daemonTree.AddFile(in.Spec.Daemon.Path, 0o755, 0, 0, in.Daemon); err != nil {
@@ -136,6 +143,7 @@ func Build(in Inputs) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build: daemon layer: %w", err)
 	}
+	layers = append(layers, oci.Layer{Layer: daemonLayer, CreatedBy: "imagectl: " + in.Spec.Daemon.Path, Comment: "daemon"})
 
 	img, err := oci.Assemble(oci.Image{
 		Created:      in.Created,
@@ -143,17 +151,48 @@ func Build(in Inputs) (*Result, error) {
 		Architecture: in.Arch, // Debian and OCI agree on amd64 and arm64
 		Variant:      variant(in.Arch),
 		Config:       imageConfig(in),
-		Layers: []oci.Layer{
-			{Layer: pkgLayer, CreatedBy: fmt.Sprintf("imagectl: %d Debian packages from %s, without maintainer scripts", len(pkgs), in.Lock.Distribution), Comment: "packages"},
-			{Layer: cfgLayer, CreatedBy: "imagectl: users, groups, directories, files and alternatives from the spec; dpkg status.d", Comment: "configuration"},
-			{Layer: daemonLayer, CreatedBy: "imagectl: " + in.Spec.Daemon.Path, Comment: "daemon"},
-		},
-		Annotations: annotations(in),
+		Layers:       layers,
+		Annotations:  annotations(in),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &Result{Image: img, Copyright: copyright}, nil
+}
+
+// packageLayers writes the package tree as the layers planLayers chose.
+// Every entry of the tree belongs to exactly one of them, by its Origin;
+// a directory also goes to every layer with something below it.
+func packageLayers(tree *rootfs.FS, pkgs []debian.LockedPackage, created time.Time) ([]oci.Layer, error) {
+	plan := planLayers(pkgs)
+	layerOf := map[string]int{}
+	for i, l := range plan {
+		for _, p := range l.Packages {
+			layerOf[p] = i
+		}
+	}
+	err := tree.Walk(func(e rootfs.Entry) error {
+		if _, ok := layerOf[e.Origin]; !ok && e.Type != tar.TypeDir {
+			return fmt.Errorf("build: /%s comes from %q, which is in no package layer", e.Path, e.Origin)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]oci.Layer, 0, len(plan)+2)
+	for i, l := range plan {
+		in := func(e rootfs.Entry) bool {
+			j, ok := layerOf[e.Origin]
+			return ok && j == i
+		}
+		layer, err := oci.NewLayer(func(w io.Writer) error { return tree.WriteTarPart(w, created, in) })
+		if err != nil {
+			return nil, fmt.Errorf("build: package layer %s: %w", l.Key, err)
+		}
+		out = append(out, oci.Layer{Layer: layer, CreatedBy: l.describe(), Comment: "packages: " + l.Key})
+	}
+	return out, nil
 }
 
 // copyrights reads each package's copyright file from the tree: the filter
@@ -183,22 +222,32 @@ func copyrights(tree *rootfs.FS, pkgs []debian.LockedPackage) (map[string][]byte
 
 // addPackages extracts every package's payload into tree and returns the
 // dpkg status entries for them.
-func addPackages(tree *rootfs.FS, rules spec.PathRules, pkgs []debian.LockedPackage, debs map[string]string) ([]rootfs.StatusEntry, error) {
+func addPackages(tree *rootfs.FS, rules spec.PathRules, pkgs []debian.LockedPackage, debs fs.FS) ([]rootfs.StatusEntry, error) {
 	keep, err := rootfs.PathFilter(rules.Drop, rules.Keep)
 	if err != nil {
 		return nil, fmt.Errorf("spec paths: %w", err)
 	}
+	only := map[string]rootfs.Filter{}
+	for name, patterns := range rules.Only {
+		if only[name], err = rootfs.OnlyFilter(patterns); err != nil {
+			return nil, fmt.Errorf("spec paths.only.%s: %w", name, err)
+		}
+	}
 	status := make([]rootfs.StatusEntry, 0, len(pkgs))
 	for _, p := range pkgs {
-		file, ok := debs[strings.ToLower(p.SHA256)]
-		if !ok {
-			return nil, fmt.Errorf("build: %s %s: no .deb fetched for sha256 %s", p.Name, p.Version, p.SHA256)
-		}
-		deb, sum, err := readDeb(tree, p, file, keep)
+		b, err := readPinned(debs, p)
 		if err != nil {
 			return nil, err
 		}
-		status = append(status, rootfs.StatusEntry{Package: p.Name, Control: withSHA256(deb.Control, sum), MD5Sums: deb.ControlFiles["md5sums"]})
+		filter := keep
+		if o, ok := only[p.Name]; ok {
+			filter = func(path string) bool { return keep(path) && o(path) }
+		}
+		deb, err := extract(tree, p, b, filter)
+		if err != nil {
+			return nil, err
+		}
+		status = append(status, rootfs.StatusEntry{Package: p.Name, Control: withSHA256(deb.Control, p.SHA256), MD5Sums: deb.ControlFiles["md5sums"]})
 	}
 	// status.d is written in name order whatever the extraction order was.
 	sort.Slice(status, func(i, j int) bool { return status[i].Package < status[j].Package })
@@ -220,32 +269,59 @@ func withSHA256(control []byte, sha string) []byte {
 	return []byte(text + "\nSHA256: " + strings.ToLower(sha) + "\n")
 }
 
-// readDeb extracts one package and returns the sha256 of the bytes it read.
-// The whole file is hashed and compared with the lock before any byte of it
-// is parsed (deb.ReadVerified): a cache hit or a --debs file was matched by
-// name and size only, and the lock's digest is the only thing that ties the
-// image to the pinned package.
-func readDeb(tree *rootfs.FS, p debian.LockedPackage, file string, keep rootfs.Filter) (*deb.Deb, string, error) {
-	f, err := os.Open(file)
+// readPinned returns the bytes of p's .deb once they are known to be the
+// file the lock pins: read whole (never more than one byte past the pinned
+// size), then size and sha256 compared. No byte is parsed before that. A
+// cache hit or a --debs file was matched by name (at best by size too),
+// and a parser fed a hostile file pays before a digest taken alongside it
+// could refuse it: an xz stream asking for a multi-GiB dictionary, a tar
+// header claiming a huge file. The bytes stay in memory from the check to
+// the parse, so the file cannot change in between.
+func readPinned(debs fs.FS, p debian.LockedPackage) ([]byte, error) {
+	name := strings.ToLower(p.SHA256)
+	f, err := debs.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("build: %s %s: no .deb fetched for sha256 %s", p.Name, p.Version, p.SHA256)
+	}
 	if err != nil {
-		return nil, "", fmt.Errorf("build: %s: %w", p.Name, err)
+		return nil, fmt.Errorf("build: %s %s: %w", p.Name, p.Version, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, "", fmt.Errorf("build: %s: %w", p.Name, err)
+	if p.Size <= 0 {
+		return nil, fmt.Errorf("build: %s %s: lock pins no size", p.Name, p.Version)
 	}
-	d, err := deb.ReadVerified(f, fi.Size(), p.Size, p.SHA256, func(tr *tar.Reader) error {
+	b, err := io.ReadAll(io.LimitReader(f, p.Size+1))
+	if err != nil {
+		return nil, fmt.Errorf("build: %s %s (.deb %s): %w", p.Name, p.Version, name, err)
+	}
+	if int64(len(b)) != p.Size {
+		more := ""
+		if int64(len(b)) > p.Size {
+			more = " or more"
+		}
+		return nil, fmt.Errorf("build: %s %s (.deb %s): %d bytes%s, lock pins %d: not the pinned file", p.Name, p.Version, name, len(b), more, p.Size)
+	}
+	sum := sha256.Sum256(b)
+	if got := hex.EncodeToString(sum[:]); got != name {
+		return nil, fmt.Errorf("build: %s %s (.deb %s): sha256 %s, lock pins %s: not the pinned file", p.Name, p.Version, name, got, p.SHA256)
+	}
+	return b, nil
+}
+
+// extract parses a .deb readPinned checked and adds its payload to the
+// tree. It is the build's one use of the .deb reader.
+func extract(tree *rootfs.FS, p debian.LockedPackage, b []byte, keep rootfs.Filter) (*deb.Deb, error) {
+	d, err := deb.Read(bytes.NewReader(b), int64(len(b)), deb.DefaultLimits, func(tr *tar.Reader) error {
 		return tree.AddTar(p.Name, tr, keep)
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("build: %s %s (%s): %w", p.Name, p.Version, file, err)
+		return nil, fmt.Errorf("build: %s %s: %w", p.Name, p.Version, err)
 	}
-	return d, strings.ToLower(p.SHA256), nil
+	return d, nil
 }
 
 // configure re-creates what maintainer scripts would have done, from the spec.
-func configure(tree *rootfs.FS, s *spec.Spec, arch string, status []rootfs.StatusEntry) error {
+func configure(tree *rootfs.FS, s *spec.Spec, files fs.FS, arch string) error {
 	users := make([]rootfs.User, 0, len(s.Users))
 	for _, u := range s.Users {
 		users = append(users, rootfs.User{Name: u.Name, UID: u.UID, GID: u.GID, Gecos: u.Gecos, Home: u.Home, Shell: u.Shell})
@@ -263,7 +339,10 @@ func configure(tree *rootfs.FS, s *spec.Spec, arch string, status []rootfs.Statu
 		}
 	}
 	for _, f := range s.Files {
-		b, err := os.ReadFile(s.Source(f))
+		if files == nil {
+			return fmt.Errorf("build: file %s: no spec files given", f.Path)
+		}
+		b, err := fs.ReadFile(files, path.Clean(filepath.ToSlash(f.Source)))
 		if err != nil {
 			return fmt.Errorf("build: file %s: %w", f.Path, err)
 		}
@@ -282,9 +361,6 @@ func configure(tree *rootfs.FS, s *spec.Spec, arch string, status []rootfs.Statu
 		alts = append(alts, rootfs.Alternative{Name: name, Link: link, Target: target})
 	}
 	if err := rootfs.AddAlternatives(tree, alts); err != nil {
-		return fmt.Errorf("build: %w", err)
-	}
-	if err := rootfs.AddDpkgStatus(tree, status); err != nil {
 		return fmt.Errorf("build: %w", err)
 	}
 	return nil

@@ -82,6 +82,14 @@ type Config struct {
 	AuthAudience      string
 	AuthIssuer        string
 	AuthRequireClaims map[string]string
+	// Live health, fallbacks and the cookie file (issue 10, sections 5-6).
+	PulseWatchdog time.Duration
+	// CookieFile names a file (a mounted secret) holding the same 32 hex
+	// digits as PULSEAUDIO_COOKIE; Parse reads it into Cookie.
+	CookieFile string
+	// FallbackParent is where a private directory is created for the FIFOs
+	// and the run dir when their configured places are not writable.
+	FallbackParent string
 }
 
 // Parse reads args (without the program name) and the process environment
@@ -91,7 +99,9 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	env := os.LookupEnv
 	var c Config
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(out)
+	// The flag package prints a bad value's error and the whole usage; the
+	// error is returned as one line instead, and usage only for --help.
+	fs.SetOutput(io.Discard)
 	d := defaults(env)
 
 	var origins, logLevel string
@@ -106,7 +116,7 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&c.LogDir, "log-dir", d.logDir, "directory for pulse-sidecar.log besides stderr; empty: stderr only (default from ABCDESKTOP_LOG_DIR)")
 	fs.StringVar(&c.PulseAudio, "pulseaudio", "/usr/bin/pulseaudio", "pulseaudio binary")
 	fs.StringVar(&c.FFmpeg, "ffmpeg", "/usr/bin/ffmpeg", "ffmpeg binary")
-	fs.BoolVar(&c.WarmSpeaker, "speaker-warm", true, "keep the speaker sink rendering in 30 ms blocks, so a starting encoder gets audio in ~0.2 s instead of ~2 s (costs ~1% of a core while idle)")
+	fs.BoolVar(&c.WarmSpeaker, "speaker-warm", false, "keep the speaker sink rendering in 30 ms blocks all the time (costs ~1.7% of a core while idle); without it the sink's clock is restarted when the encoder starts recording, ~35 ms later than with it (docs/BENCHMARKS.md)")
 	fs.DurationVar(&c.EncoderLinger, "encoder-linger", 10*time.Second, "how long the encoder keeps running after the last speaker listener left")
 	fs.StringVar(&c.MicFormat, "mic-format", "float32le", "microphone pipe source sample format: float32le or s16le")
 	fs.IntVar(&c.MicRate, "mic-rate", 44100, "microphone pipe source sample rate in Hz")
@@ -127,6 +137,10 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.DurationVar(&c.OpusFrame, "opus-frame", 10*time.Millisecond, "Opus frame duration: 2.5ms, 5ms, 10ms or 20ms (one Ogg page per frame)")
 	fs.BoolVar(&c.ClientPage, "client-page", true, "serve the built-in web client (GET / and its scripts) on the speaker port; false: plain requests get 404")
 	fs.String("config", "", "config file: one 'flag value' per line")
+	// Live health, fallbacks and the cookie file.
+	fs.DurationVar(&c.PulseWatchdog, "pulse-watchdog", 10*time.Second, "kill and restart a PulseAudio that has not answered the health probe for this long; 0 disables")
+	fs.StringVar(&c.CookieFile, "cookie-file", "", "file holding the 32 hex digits of PULSEAUDIO_COOKIE (e.g. a mounted secret), so the cookie need not be in the environment")
+	fs.StringVar(&c.FallbackParent, "fallback-parent", "/run", "when a FIFO's directory or the run dir is not writable, a private directory is created under this one instead")
 
 	// Authentication: see README "Authentication".
 	claims := claimList{}
@@ -137,7 +151,7 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&c.AuthIssuer, "auth-jwt-issuer", "", "when set, the token's iss must equal it")
 	fs.Var(claims, "auth-require-claim", "NAME=VALUE: the token's claim NAME must be VALUE (repeatable; commas separate pairs, \\, is a literal comma)")
 
-	fs.Usage = func() { usage(fs, out) }
+	fs.Usage = func() {}
 
 	err := ff.Parse(fs, args,
 		ff.WithEnvVarPrefix(EnvPrefix),
@@ -148,6 +162,7 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage(fs, out)
 			return c, err
 		}
 		return c, oneLine(err)
@@ -159,6 +174,16 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 		return c, err
 	}
 	c.Cookie = d.cookie
+	if c.CookieFile != "" {
+		if err := c.readCookieFile(); err != nil {
+			return c, err
+		}
+		tcpSet := false
+		fs.Visit(func(f *flag.Flag) { tcpSet = tcpSet || f.Name == "pulse-tcp-addr" })
+		if !tcpSet && c.PulseTCPAddr == "" {
+			c.PulseTCPAddr = d.pulseTCPWithCookie
+		}
+	}
 	c.AllowedOrigins = splitList(origins)
 	if len(claims) > 0 {
 		c.AuthRequireClaims = claims
@@ -199,6 +224,7 @@ func applyEmptyEnv(fs *flag.FlagSet, args []string, env func(string) (string, bo
 
 type defaultValues struct {
 	speakerAddr, micAddr, pulseSocket, pulseTCP, runDir, logDir, cookie string
+	pulseTCPWithCookie                                                  string
 }
 
 func defaults(env func(string) (string, bool)) defaultValues {
@@ -219,8 +245,8 @@ func defaults(env func(string) (string, bool)) defaultValues {
 		logDir:      "/var/log/desktop",
 		cookie:      get("PULSEAUDIO_COOKIE"),
 	}
-	if s := get("PULSE_SERVER"); s != "" {
-		d.pulseSocket = strings.TrimPrefix(s, "unix:")
+	if p, ok := unixServer(get("PULSE_SERVER")); ok {
+		d.pulseSocket = p
 	}
 	if v, ok := env("ABCDESKTOP_RUN_DIR"); ok && v != "" {
 		d.runDir = v
@@ -228,10 +254,47 @@ func defaults(env func(string) (string, bool)) defaultValues {
 	if v, ok := env("ABCDESKTOP_LOG_DIR"); ok {
 		d.logDir = v
 	}
+	d.pulseTCPWithCookie = net.JoinHostPort(bind, "4713")
 	if d.cookie != "" {
-		d.pulseTCP = net.JoinHostPort(bind, "4713")
+		d.pulseTCP = d.pulseTCPWithCookie
 	}
 	return d
+}
+
+// unixServer picks the unix socket out of a PULSE_SERVER value: a list of
+// servers separated by spaces, each "unix:PATH", a bare "/PATH", or
+// something this daemon does not listen on (tcp:HOST, a host name), which
+// is skipped. The desktop's PULSE_SERVER may well name a TCP server; that
+// must not break the daemon or its healthcheck.
+func unixServer(v string) (string, bool) {
+	for _, s := range strings.Fields(v) {
+		if p, ok := strings.CutPrefix(s, "unix:"); ok {
+			return p, true
+		}
+		if strings.HasPrefix(s, "/") {
+			return s, true
+		}
+	}
+	return "", false
+}
+
+// readCookieFile reads --cookie-file into Cookie: 32 hex digits, surrounding
+// whitespace (a trailing newline from a Secret) ignored.
+func (c *Config) readCookieFile() error {
+	if c.Cookie != "" {
+		return errors.New("--cookie-file and PULSEAUDIO_COOKIE are both set: use one")
+	}
+	b, err := os.ReadFile(c.CookieFile)
+	if err != nil {
+		return fmt.Errorf("--cookie-file: %w", err)
+	}
+	v := strings.TrimSpace(string(b))
+	if !isHex32(v) {
+		// The content is a secret: name the file, never echo it.
+		return fmt.Errorf("--cookie-file %q: want exactly 32 hexadecimal digits", c.CookieFile)
+	}
+	c.Cookie = v
+	return nil
 }
 
 func (c *Config) validate() error {
@@ -294,6 +357,21 @@ func (c *Config) validate() error {
 		if d.v < d.min {
 			return fmt.Errorf("--%s %s: must be at least %s", d.flag, d.v, d.min)
 		}
+	}
+	if c.PulseWatchdog < 0 {
+		return fmt.Errorf("--pulse-watchdog %s: must not be negative (0 disables it)", c.PulseWatchdog)
+	}
+	if c.PulseWatchdog > 0 && c.PulseWatchdog < 2*time.Second {
+		return fmt.Errorf("--pulse-watchdog %s: must be at least 2s (PulseAudio is probed every second) or 0", c.PulseWatchdog)
+	}
+	if err := checkPath(c.FallbackParent); err != nil {
+		return fmt.Errorf("--fallback-parent %q: %v", c.FallbackParent, err)
+	}
+	switch c.FallbackParent {
+	case "/tmp", "/var/tmp", "/dev/shm":
+		// The desktop shares /tmp with the sidecar and could plant links
+		// there; private files belong in /run.
+		return fmt.Errorf("--fallback-parent %q: a shared directory; use /run", c.FallbackParent)
 	}
 	for _, l := range []struct {
 		flag string
@@ -485,7 +563,8 @@ Variables of the original image, read under their own names:
   PULSEAUDIO_COOKIE   32 hex digits; PulseAudio's cookie (never logged), enables TCP
   CONTAINER_IP_ADDR   address the websockets and PulseAudio TCP listen on (else POD_IP)
   POD_IP              see CONTAINER_IP_ADDR
-  PULSE_SERVER        default for --pulse-socket, with or without a unix: prefix
+  PULSE_SERVER        default for --pulse-socket: its first unix:PATH or /PATH entry
+                      (tcp: entries are the desktop's business and ignored)
   ABCDESKTOP_RUN_DIR  default for --run-dir
   ABCDESKTOP_LOG_DIR  default for --log-dir
 `)

@@ -24,19 +24,23 @@ type Options struct {
 }
 
 // New returns the logger and a closer for the log file (a no-op without one).
-func New(o Options) (*slog.Logger, io.Closer, error) {
+// A log directory that cannot take the file (a read-only container without
+// the log volume) is not fatal: the logger writes to stderr only, and says
+// so once.
+func New(o Options) (*slog.Logger, io.Closer) {
 	var w io.Writer = o.Stderr
 	var closer io.Closer = nopCloser{}
+	var fileErr error
 	if o.Dir != "" {
 		if o.MaxBytes <= 0 {
 			o.MaxBytes = 10 << 20
 		}
 		f, err := openCapped(filepath.Join(o.Dir, "pulse-sidecar.log"), o.MaxBytes)
-		if err != nil {
-			return nil, nil, err
+		if err == nil {
+			w = io.MultiWriter(o.Stderr, f)
+			closer = f
 		}
-		w = io.MultiWriter(o.Stderr, f)
-		closer = f
+		fileErr = err
 	}
 	hopts := &slog.HandlerOptions{Level: o.Level}
 	var h slog.Handler
@@ -46,7 +50,11 @@ func New(o Options) (*slog.Logger, io.Closer, error) {
 	default:
 		h = slog.NewTextHandler(w, hopts)
 	}
-	return slog.New(h), closer, nil
+	log := slog.New(h)
+	if fileErr != nil {
+		log.Warn("log directory not writable; logging to stderr only", "dir", o.Dir, "err", fileErr)
+	}
+	return log, closer
 }
 
 type nopCloser struct{}

@@ -1,6 +1,3 @@
-// Package oci turns deterministic tar streams into OCI images with
-// go-containerregistry, writes them as OCI layouts and archives, loads them
-// back and pushes them.
 package oci
 
 import (
@@ -30,6 +27,8 @@ type layer struct {
 	digest     v1.Hash
 	diffID     v1.Hash
 }
+
+var _ v1.Layer = (*layer)(nil)
 
 // NewLayer runs write once, computing the diffID over the tar stream and
 // the digest over its gzip compression in a single pass.

@@ -36,6 +36,8 @@ func Validate(allowed []string) error {
 			return fmt.Errorf("origin %q: an origin has no user, path, query or fragment", o)
 		case (u.Scheme == "https" && u.Port() == "443") || (u.Scheme == "http" && u.Port() == "80"):
 			return fmt.Errorf("origin %q: browsers omit the default port, so it can never match; leave it out", o)
+		case strings.HasSuffix(u.Host, ":"):
+			return fmt.Errorf("origin %q: empty port, so it can never match", o)
 		}
 	}
 	return nil

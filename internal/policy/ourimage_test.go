@@ -1,12 +1,14 @@
 package policy
 
 import (
+	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/build"
@@ -36,19 +38,24 @@ func TestOurImagePasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	lock := &debian.Lock{
 		Version: debian.LockVersion, Distribution: "debian-12", Architectures: []string{"amd64"},
 		Requested: []string{"pulseaudio"},
 		Suites:    []debian.LockSuite{{Archive: "debian", Suite: "bookworm", Date: "2025-05-17T09:00:00Z", Snapshot: "20250520T000000Z"}},
 	}
-	debs := map[string]string{}
+	debs := fstest.MapFS{}
 	for _, p := range []debtest.Package{
 		{Name: "libblas3", Version: "3.11.0-2", Data: []debtest.Entry{
 			debtest.File("./usr/lib/x86_64-linux-gnu/blas/libblas.so.3", "\x7fELF blas"),
 		}},
 		{Name: "liblapack3", Version: "3.11.0-2", Data: []debtest.Entry{
 			debtest.File("./usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3", "\x7fELF lapack"),
+		}},
+		{Name: "base-files", Version: "12.4+deb12u15", Data: []debtest.Entry{
+			debtest.File("./etc/debian_version", "12.15\n"),
+			debtest.Symlink("./etc/os-release", "../usr/lib/os-release"),
+			debtest.File("./usr/lib/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n"),
+			{Name: "./tmp/", Type: tar.TypeDir, Mode: 0o1777},
 		}},
 		{Name: "pulseaudio", Version: "16.1+dfsg1-2+b1", Data: []debtest.Entry{
 			{Name: "./usr/bin/pulseaudio", Mode: 0o4755, Body: "\x7fELF pulse"},
@@ -58,11 +65,7 @@ func TestOurImagePasses(t *testing.T) {
 		b := debtest.Deb(t, p)
 		sum := sha256.Sum256(b)
 		h := hex.EncodeToString(sum[:])
-		file := filepath.Join(dir, h)
-		if err := os.WriteFile(file, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		debs[h] = file
+		debs[h] = &fstest.MapFile{Data: b}
 		lock.Packages = append(lock.Packages, debian.LockedPackage{
 			Name: p.Name, Version: p.Version, Architecture: "amd64", ForArch: "amd64",
 			Archive: "debian", Suite: "bookworm", Size: int64(len(b)), SHA256: h,
@@ -70,8 +73,9 @@ func TestOurImagePasses(t *testing.T) {
 		})
 	}
 	created := time.Unix(1747472400, 0).UTC()
-	img, err := build.Image(build.Inputs{
+	res, err := build.Build(build.Inputs{
 		Spec: s, Lock: lock, Arch: "amd64", Debs: debs,
+		Files:   os.DirFS(filepath.Join("..", "..", "image")),
 		Daemon:  []byte("\x7fELF pulse-sidecar daemon"),
 		Version: "1.2.3", Revision: "0123abc",
 		Created: created,
@@ -79,6 +83,7 @@ func TestOurImagePasses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("building our image: %v", err)
 	}
+	img := res.Image
 	vs, err := Check(img, ourOptions(lock, created))
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +96,7 @@ func TestOurImagePasses(t *testing.T) {
 	// naming the package.
 	other := *lock
 	other.Packages = append([]debian.LockedPackage(nil), lock.Packages...)
-	other.Packages[2].Version = "16.1+dfsg1-2+b2"
+	other.Packages[3].Version = "16.1+dfsg1-2+b2"
 	vs, err = Check(img, ourOptions(&other, created))
 	if err != nil {
 		t.Fatal(err)

@@ -102,6 +102,7 @@ func rules() []rule {
 		{"created", checkCreated},
 		{"base", checkBase},
 		{"dpkg-lock", checkDpkgLock},
+		{"os-release", checkOSRelease},
 		{"labels", checkLabels},
 		{"env-secrets", checkEnvSecrets},
 		{"history-secrets", checkHistorySecrets},
@@ -131,7 +132,7 @@ func Check(img v1.Image, opts Options) ([]Violation, error) {
 	if s.config, err = img.ConfigFile(); err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	if s.scan, err = imgdiff.ScanImage(img, isDpkgStatus); err != nil {
+	if s.scan, err = imgdiff.ScanImage(img, keptContent); err != nil {
 		return nil, err
 	}
 	skip := map[string]bool{}

@@ -44,6 +44,8 @@ func good() spec {
 			imgtest.File("var/lib/dpkg/status.d/libfoo1", "Package: libfoo1\nVersion: 1.2-3\nArchitecture: amd64\nSHA256: "+debSHA+"\n", 0o644),
 			imgtest.File("var/lib/dpkg/status.d/libfoo1.md5sums", "d41d8cd98f00b204e9800998ecf8427e  usr/lib/libfoo.so.1\n", 0o644),
 			{Path: "usr/bin/sidecar", Type: tar.TypeSymlink, Link: "pulse-sidecar", Mode: 0o777},
+			{Path: "etc/os-release", Type: tar.TypeSymlink, Link: "../usr/lib/os-release", Mode: 0o777},
+			imgtest.File("usr/lib/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n", 0o644),
 		},
 		cfg: v1.ConfigFile{
 			Config: v1.Config{
@@ -74,7 +76,7 @@ func opts() Options {
 		UserDirs:    []string{"/container", "/var/run/desktop", "/var/log/desktop"},
 		SecretPaths: []string{"/var/run/desktop/cookie"},
 		Now:         imgtest.Epoch().Add(365 * 24 * time.Hour),
-		Lock: &debian.Lock{Packages: []debian.LockedPackage{
+		Lock: &debian.Lock{Distribution: "debian-12", Packages: []debian.LockedPackage{
 			{Name: "libfoo1", Version: "1.2-3", Architecture: "amd64", ForArch: "amd64", SHA256: debSHA},
 		}},
 	}
@@ -141,6 +143,11 @@ func TestEachRuleFires(t *testing.T) {
 		{"package version differs", func(_ *spec, o *Options) { o.Lock.Packages[0].Version = "1.2-4" }, "dpkg-lock", "/var/lib/dpkg/status.d/libfoo1", nil},
 		{"package sha256 differs", func(_ *spec, o *Options) { o.Lock.Packages[0].SHA256 = strings.Repeat("f", 64) }, "dpkg-lock", "/var/lib/dpkg/status.d/libfoo1", nil},
 		{"no dpkg entries", func(s *spec, _ *Options) { s.entries = s.entries[:8] }, "dpkg-lock", dpkgStatusDir, nil},
+		{"no os-release", func(s *spec, _ *Options) { s.entries = s.entries[:len(s.entries)-2] }, "os-release", "/etc/os-release", nil},
+		{"os-release link dangles", func(s *spec, _ *Options) { s.entries = s.entries[:len(s.entries)-1] }, "os-release", "/etc/os-release", nil},
+		{"os-release of another release", func(s *spec, _ *Options) {
+			s.entries[len(s.entries)-1] = imgtest.File("usr/lib/os-release", "ID=debian\nVERSION_ID=\"11\"\n", 0o644)
+		}, "os-release", "/usr/lib/os-release", nil},
 		{"missing label", func(s *spec, _ *Options) { delete(s.cfg.Config.Labels, "org.opencontainers.image.revision") }, "labels", "org.opencontainers.image.revision", nil},
 		{"cookie in env", func(s *spec, _ *Options) {
 			s.cfg.Config.Env = append(s.cfg.Config.Env, "PULSEAUDIO_COOKIE=0123456789abcdef0123456789abcdef")

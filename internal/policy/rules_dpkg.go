@@ -2,10 +2,12 @@ package policy
 
 import (
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/imgdiff"
 )
 
 const (
@@ -106,4 +108,89 @@ func installedPackages(content map[string][]byte) ([]installed, []Violation) {
 		}
 	}
 	return pkgs, bad
+}
+
+// The os-release(5) files: /etc/os-release, usually a relative symlink to
+// /usr/lib/os-release.
+const (
+	etcOSRelease = "/etc/os-release"
+	libOSRelease = "/usr/lib/os-release"
+)
+
+// keptContent selects the files whose bytes the rules read.
+func keptContent(p string) bool {
+	return isDpkgStatus(p) || p == etcOSRelease || p == libOSRelease
+}
+
+// checkOSRelease: an image with dpkg packages must say which distribution
+// release they come from, in /etc/os-release. Scanners (trivy, syft, grype)
+// match advisories by the distribution it names; without it they report
+// "OS is not detected" and match none, however complete status.d is. With
+// a lock, ID and VERSION_ID must be the lock's distribution ("debian-12").
+func checkOSRelease(s *subject, o *Options) []Violation {
+	pkgs, _ := installedPackages(s.scan.Content)
+	if len(pkgs) == 0 {
+		return nil
+	}
+	file, err := resolveOSRelease(s.scan.Files)
+	if err != nil {
+		return []Violation{{Path: etcOSRelease, Message: err.Error() + ": scanners cannot tell the distribution, so no advisory matches"}}
+	}
+	b, ok := s.scan.Content[file]
+	if !ok {
+		return []Violation{{Path: file, Message: "not a regular file small enough to read"}}
+	}
+	fields := parseOSRelease(string(b))
+	if fields["ID"] == "" || fields["VERSION_ID"] == "" {
+		return []Violation{{Path: file, Message: "names no ID and VERSION_ID"}}
+	}
+	if o.Lock != nil && o.Lock.Distribution != "" {
+		if got := fields["ID"] + "-" + fields["VERSION_ID"]; got != o.Lock.Distribution {
+			return []Violation{{Path: file, Message: fmt.Sprintf("says %s, the lock's packages are from %s", got, o.Lock.Distribution)}}
+		}
+	}
+	return nil
+}
+
+// resolveOSRelease follows /etc/os-release to the file it names, allowing
+// one symlink inside the image as os-release(5) describes.
+func resolveOSRelease(files []imgdiff.File) (string, error) {
+	byPath := map[string]imgdiff.File{}
+	for _, f := range files {
+		byPath[f.Path] = f
+	}
+	f, ok := byPath[etcOSRelease]
+	if !ok {
+		return "", fmt.Errorf("missing")
+	}
+	if f.Type == "symlink" {
+		target := f.Link
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(etcOSRelease), target)
+		}
+		target = path.Clean(target)
+		if f, ok = byPath[target]; !ok {
+			return "", fmt.Errorf("a symlink to %s, which is missing", target)
+		}
+	}
+	if f.Type != "file" {
+		return "", fmt.Errorf("%s is a %s, not a file", f.Path, f.Type)
+	}
+	return f.Path, nil
+}
+
+// parseOSRelease reads os-release(5) assignments, unquoting values.
+func parseOSRelease(s string) map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || strings.HasPrefix(k, "#") {
+			continue
+		}
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out[k] = v
+	}
+	return out
 }

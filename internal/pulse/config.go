@@ -25,8 +25,10 @@ type Config struct {
 	// RunDir holds HOME, the runtime dir and the rendered files: the root
 	// file system is read-only, so PulseAudio's state must live here.
 	RunDir string
-	// WarmSpeaker keeps the speaker sink rendering in small blocks (see
-	// warmLines), so an encoder started on demand gets audio in ~0.2 s.
+	// WarmSpeaker keeps the speaker sink rendering in small blocks all the
+	// time (see warmLines). Without it the Daemon restarts the sink's clock
+	// when the encoder starts recording (watchSpeakerMonitor), which costs
+	// nothing while idle.
 	WarmSpeaker bool
 }
 

@@ -47,6 +47,12 @@ type Daemon struct {
 	// Backoff between restarts (zero: 100ms doubling up to 5s: PulseAudio
 	// starts in well under a second, and audio is down while it is away).
 	Backoff supervise.Backoff
+	// ProbeInterval is how often a running PulseAudio is asked whether it
+	// still answers (zero: 1s); readiness follows every answer.
+	ProbeInterval time.Duration
+	// Watchdog kills a PulseAudio that has not answered for this long, so
+	// its supervisor starts a new one (zero: 10s; negative: never).
+	Watchdog time.Duration
 }
 
 // Run is an oklog/run actor body: it writes the configuration, keeps
@@ -134,8 +140,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				"PULSE_CONFIG=" + confPath,
 				"LANG=C.UTF-8",
 			},
-			Dir:   d.RunDir,
-			Level: logLevel,
+			Dir: d.RunDir,
 		},
 		Backoff:     backoff,
 		Grace:       d.Grace,
@@ -151,6 +156,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			log.Info("pulseaudio ready", "pid", p.Pid(), "socket", d.Socket)
 			ready(true)
+			if !d.WarmSpeaker {
+				go d.keepWatchingMonitor(ctx, cookie, log)
+			}
+			d.watch(ctx, p, cookie, ready, log)
 		},
 		OnExit: func(p *supervise.Process, err error) {
 			ready(false)
@@ -162,7 +171,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return s.Run(ctx)
 }
 
-// awaitReady polls Probe until it succeeds, then tightens the FIFO's mode.
+// awaitReady polls Health until it succeeds, then tightens the FIFO's mode.
 func (d *Daemon) awaitReady(ctx context.Context, cookie []byte, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -170,7 +179,7 @@ func (d *Daemon) awaitReady(ctx context.Context, cookie []byte, timeout time.Dur
 	defer tick.Stop()
 	for {
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-		err := Probe(pctx, d.Socket, cookie)
+		err := Health(pctx, d.Socket, cookie)
 		pcancel()
 		if err == nil {
 			break
@@ -187,6 +196,78 @@ func (d *Daemon) awaitReady(ctx context.Context, cookie []byte, timeout time.Dur
 		return fmt.Errorf("microphone FIFO: %w", err)
 	}
 	return nil
+}
+
+// keepWatchingMonitor runs watchSpeakerMonitor for as long as this
+// PulseAudio runs (ctx). Its connection also ends when PulseAudio dies, a
+// moment before ctx does; only a watch that ends while PulseAudio still runs
+// is worth a warning, and it is started again.
+func (d *Daemon) keepWatchingMonitor(ctx context.Context, cookie []byte, log *slog.Logger) {
+	for {
+		err := watchSpeakerMonitor(ctx, d.Socket, cookie, log)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		log.Warn("speaker wake-up watch ended; watching again", "err", err)
+	}
+}
+
+// watch probes a running PulseAudio every ProbeInterval until ctx ends:
+// readiness follows each answer, and a PulseAudio that has not answered for
+// Watchdog (stopped, deadlocked) is killed so that its supervisor starts a
+// new one.
+func (d *Daemon) watch(ctx context.Context, p *supervise.Process, cookie []byte, ready func(bool), log *slog.Logger) {
+	interval := d.ProbeInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	watchdog := d.Watchdog
+	if watchdog == 0 {
+		watchdog = 10 * time.Second
+	}
+	// A probe may take up to two intervals: a busy machine is not a hung
+	// PulseAudio, and the watchdog decides about hangs anyway.
+	timeout := 2 * interval
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	lastOK := time.Now()
+	healthy := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		err := Health(pctx, d.Socket, cookie)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			lastOK = time.Now()
+			if !healthy {
+				log.Info("pulseaudio answers again", "pid", p.Pid())
+				healthy = true
+			}
+			ready(true)
+			continue
+		}
+		ready(false)
+		silent := time.Since(lastOK)
+		if healthy {
+			log.Warn("pulseaudio does not answer; not ready", "pid", p.Pid(), "err", err)
+			healthy = false
+		}
+		if watchdog > 0 && silent >= watchdog {
+			log.Error("pulseaudio has not answered for longer than the watchdog; killing it", "pid", p.Pid(),
+				"silent", silent.Round(time.Millisecond), "watchdog", watchdog, "err", err)
+			p.Signal(os.Kill)
+			return
+		}
+	}
 }
 
 // removeStale removes what a previous PulseAudio left behind:
@@ -233,20 +314,4 @@ func (d *Daemon) cleanup(log *slog.Logger) {
 	}
 	// Only if empty: something else may keep its config there.
 	_ = os.Remove(filepath.Join(d.RunDir, ".config"))
-}
-
-// logLevel maps PulseAudio's "E: " style prefixes to slog levels.
-func logLevel(line []byte) slog.Level {
-	if len(line) < 3 || line[1] != ':' || line[2] != ' ' {
-		return slog.LevelInfo
-	}
-	switch line[0] {
-	case 'E':
-		return slog.LevelError
-	case 'W':
-		return slog.LevelWarn
-	case 'D':
-		return slog.LevelDebug
-	}
-	return slog.LevelInfo
 }

@@ -6,11 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
 )
 
-// Facts of PulseAudio's native protocol used by Probe (pulsecore/pstream.c,
+// Facts of PulseAudio's native protocol used by dial (pulsecore/pstream.c,
 // tagstruct.h, native-common.h, protocol-native.c):
 //   - every packet is framed by a descriptor of five big-endian uint32s:
 //     length of the payload, channel (0xFFFFFFFF for control packets),
@@ -18,7 +17,7 @@ import (
 //   - the payload is a tagstruct: each value is a one-byte tag followed by
 //     its big-endian encoding ('L' uint32, 'x' uint32 length + bytes);
 //   - a client's first command is AUTH (8): tag, protocol version (the high
-//     bits request SHM/memfd; Probe asks for neither), the 256-byte cookie;
+//     bits request SHM/memfd; dial asks for neither), the 256-byte cookie;
 //   - the server answers REPLY (2) with the same tag and its own version, or
 //     ERROR (0) with the same tag and an error code.
 const (
@@ -44,41 +43,24 @@ const (
 // that accepts but never answers must not hang readiness.
 const defaultProbeTimeout = 5 * time.Second
 
-// Probe connects to PulseAudio's native unix socket and authenticates with
-// cookie, which is what every client does first. Success means the modules
-// from the script are loaded (the socket module comes after the sink and
-// source) and the server's main loop answers.
-func Probe(ctx context.Context, socketPath string, cookie []byte) error {
-	if len(cookie) != CookieLen {
-		return fmt.Errorf("probe %s: cookie has %d bytes, want %d", socketPath, len(cookie), CookieLen)
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socketPath)
+// Health is what readiness means: PulseAudio answers AUTH on socketPath and
+// has the sink "speaker" and the source "microphone" (a module unloaded at
+// run time, or a half-started daemon, is not ready). It costs PulseAudio
+// three round trips on one connection, no process.
+func Health(ctx context.Context, socketPath string, cookie []byte) error {
+	c, err := dial(ctx, socketPath, cookie)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", socketPath, err)
 	}
-	defer conn.Close()
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(defaultProbeTimeout)
-	}
-	conn.SetDeadline(deadline)
-	// Cancellation must interrupt a blocked read, not only the deadline.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-
-	if _, err := conn.Write(authPacket(probeTag, cookie)); err != nil {
-		return fmt.Errorf("probe %s: %w", socketPath, err)
-	}
-	version, err := readAuthReply(conn, probeTag)
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
+	defer c.Close()
+	for _, l := range []struct {
+		cmd  uint32
+		what string
+		name string
+	}{{cmdLookupSink, "sink", sinkName}, {cmdLookupSource, "source", sourceName}} {
+		if _, err := c.lookup(l.cmd, l.name); err != nil {
+			return fmt.Errorf("probe %s: %s %q: %w", socketPath, l.what, l.name, ctxErr(ctx, err))
 		}
-		return fmt.Errorf("probe %s: %w", socketPath, err)
-	}
-	if version < 8 {
-		return fmt.Errorf("probe %s: server protocol version %d is too old", socketPath, version)
 	}
 	return nil
 }
@@ -104,22 +86,10 @@ func authPacket(tag uint32, cookie []byte) []byte {
 // readAuthReply reads one control packet and returns the server's protocol
 // version from a REPLY carrying tag.
 func readAuthReply(r io.Reader, tag uint32) (uint32, error) {
-	var desc [descriptorLen]byte
-	if _, err := io.ReadFull(r, desc[:]); err != nil {
-		return 0, fmt.Errorf("reading reply: %w", err)
+	ts, err := readPacket(r)
+	if err != nil {
+		return 0, err
 	}
-	n := binary.BigEndian.Uint32(desc[0:])
-	if ch := binary.BigEndian.Uint32(desc[4:]); ch != controlChannel {
-		return 0, fmt.Errorf("reply on channel %d, want a control packet", ch)
-	}
-	if n > maxFrame {
-		return 0, fmt.Errorf("reply of %d bytes exceeds %d", n, maxFrame)
-	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		return 0, fmt.Errorf("reading reply: %w", err)
-	}
-	ts := tagstruct(payload)
 	cmd, err := ts.u32()
 	if err != nil {
 		return 0, err

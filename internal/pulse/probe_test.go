@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"path/filepath"
@@ -71,16 +72,18 @@ func fakeServer(t *testing.T, cmd, value uint32) string {
 func TestProbeFake(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := Probe(ctx, fakeServer(t, cmdReply, 35|0x80000000), RandomCookie()); err != nil {
+	c, err := dial(ctx, fakeServer(t, cmdReply, 35|0x80000000), RandomCookie())
+	if err != nil {
 		t.Fatalf("reply with SHM flag: %v", err)
 	}
+	c.Close()
 	sock := fakeServer(t, cmdError, errAccess)
-	err := Probe(ctx, sock, RandomCookie())
+	err = Health(ctx, sock, RandomCookie())
 	if err == nil || !strings.Contains(err.Error(), "access denied") || !strings.Contains(err.Error(), sock) {
 		t.Fatalf("access error: %v", err)
 	}
 	missing := filepath.Join(t.TempDir(), "none")
-	if err := Probe(ctx, missing, RandomCookie()); err == nil || !strings.Contains(err.Error(), missing) {
+	if err := Health(ctx, missing, RandomCookie()); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("missing socket: %v", err)
 	}
 }
@@ -94,7 +97,7 @@ func TestProbeHonoursCancel(t *testing.T) {
 	defer l.Close() // accepted by the kernel backlog, never answered
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- Probe(ctx, path, RandomCookie()) }()
+	go func() { errc <- Health(ctx, path, RandomCookie()) }()
 	cancel()
 	select {
 	case err := <-errc:
@@ -111,5 +114,49 @@ func BenchmarkAuthPacket(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		authPacket(1, cookie)
+	}
+}
+
+func TestHealthWithPulseAudio(t *testing.T) {
+	full := testenv.PulseAudio(t,
+		"load-module module-null-sink sink_name=speaker",
+		"load-module module-null-source source_name=microphone")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The test daemons allow anonymous clients: any cookie authenticates.
+	if err := Health(ctx, strings.TrimPrefix(full.Server, "unix:"), RandomCookie()); err != nil {
+		t.Fatalf("speaker and microphone present: %v", err)
+	}
+	noMic := testenv.PulseAudio(t, "load-module module-null-sink sink_name=speaker")
+	err := Health(ctx, strings.TrimPrefix(noMic.Server, "unix:"), RandomCookie())
+	if !errors.Is(err, ErrNoEntity) || !strings.Contains(err.Error(), `source "microphone"`) {
+		t.Fatalf("without the microphone source: %v, want a missing source \"microphone\"", err)
+	}
+}
+
+func TestRequestLayouts(t *testing.T) {
+	if got, want := putString(nil, "speaker"), append([]byte{'t'}, "speaker\x00"...); !bytes.Equal(got, want) {
+		t.Errorf("string: % x", got)
+	}
+	if got := putString(nil, ""); !bytes.Equal(got, []byte{'N'}) {
+		t.Errorf("null string: % x", got)
+	}
+	f := frame([]byte{1, 2, 3})
+	if !bytes.Equal(f[:8], []byte{0, 0, 0, 3, 0xFF, 0xFF, 0xFF, 0xFF}) || len(f) != descriptorLen+3 {
+		t.Errorf("frame: % x", f)
+	}
+	ts := tagstruct(append(append([]byte{'t'}, "x\x00"...), 'N', 'L', 0, 0, 0, 9))
+	if err := ts.skipString(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.skipString(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := ts.u32(); err != nil || v != 9 {
+		t.Errorf("u32 after strings: %v %v", v, err)
+	}
+	bad := tagstruct("tunterminated")
+	if err := bad.skipString(); err == nil {
+		t.Error("unterminated string accepted")
 	}
 }

@@ -62,6 +62,25 @@ func PathFilter(drop, keep []string) (Filter, error) {
 	}, nil
 }
 
+// OnlyFilter keeps the paths the patterns (as PathFilter's) match, and the
+// directories leading to them: it restricts one package to the few files
+// the image takes from it.
+func OnlyFilter(patterns []string) (Filter, error) {
+	ps, err := compilePatterns(patterns)
+	if err != nil {
+		return nil, err
+	}
+	return func(p string) bool {
+		elems := strings.Split(strings.Trim(p, "/"), "/")
+		for _, k := range ps {
+			if k.match(elems) || k.matchAncestor(elems) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
 type pattern struct {
 	elems    []string
 	subtree  bool // ended in "/**"

@@ -141,7 +141,10 @@ type StatusEntry struct {
 // with "Status: install ok installed" after the Package field (what dpkg
 // would record), and /var/lib/dpkg/status.d/<package>.md5sums the package's
 // md5sums, restricted to files the tree still has, so a scanner's file list
-// matches the image after the documentation drop.
+// matches the image after the documentation drop. Both files carry the
+// package as their Origin, so a build that splits packages into layers can
+// put a package's database entry in the package's own layer: updating one
+// package then changes one layer, not also a layer holding every entry.
 func AddDpkgStatus(f *FS, pkgs []StatusEntry) error {
 	seen := map[string]bool{}
 	for _, p := range pkgs {
@@ -157,16 +160,27 @@ func AddDpkgStatus(f *FS, pkgs []StatusEntry) error {
 			return err
 		}
 		dir := "var/lib/dpkg/status.d/"
-		if err := f.AddFile(dir+p.Package, 0o644, 0, 0, status); err != nil {
+		if err := f.addOwnedFile(dir+p.Package, p.Package, status); err != nil {
 			return err
 		}
 		if len(p.MD5Sums) == 0 {
 			continue
 		}
-		if err := f.AddFile(dir+p.Package+".md5sums", 0o644, 0, 0, f.presentSums(p.MD5Sums)); err != nil {
+		if err := f.addOwnedFile(dir+p.Package+".md5sums", p.Package, f.presentSums(p.MD5Sums)); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// addOwnedFile is AddFile (0644 root:root) for a file generated on behalf
+// of a package, attributed to it.
+func (f *FS) addOwnedFile(p, origin string, content []byte) error {
+	if err := f.AddFile(p, 0o644, 0, 0, content); err != nil {
+		return err
+	}
+	key, _ := cleanPath(p, true) // AddFile accepted it
+	f.nodes[key].origin = origin
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"sort"
 	"time"
 )
 
@@ -119,12 +121,66 @@ func typeName(t byte) string {
 // links, the first path in sorted order carries the content and the others
 // link to it, so a link never precedes its target.
 func (f *FS) WriteTar(w io.Writer, mtime time.Time) error {
+	return f.writeTar(w, mtime, f.sorted())
+}
+
+// WriteTarPart writes the part of the tree that in selects, as WriteTar
+// would write it, for one layer of an image split into several. Every
+// selected entry comes with the directories leading to it, carrying their
+// mode and owner in the tree, so each layer applies alone and several
+// layers agree on every directory they share. A set of hard links is
+// written within the part only: the first selected path carries the
+// content and the other selected paths link to it. A layer is unpacked on
+// its own (overlay snapshotters extract each into its own directory), so a
+// link to a path in another layer would not resolve; a hard-link set split
+// across parts becomes one set per part with equal contents, which is what
+// the paths hold anyway.
+//
+// in sees each entry as Walk reports it. A directory in does not select is
+// still written when something below it is.
+func (f *FS) WriteTarPart(w io.Writer, mtime time.Time, in func(Entry) bool) error {
+	return f.writeTar(w, mtime, f.Part(in))
+}
+
+// Part returns the paths WriteTarPart writes for in, sorted.
+func (f *FS) Part(in func(Entry) bool) []string {
+	var out []string
+	dirs := map[string]bool{}
+	_ = f.Walk(func(e Entry) error {
+		if !in(e) {
+			return nil
+		}
+		out = append(out, e.Path)
+		for d := path.Dir(e.Path); d != "." && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+		}
+		return nil
+	})
+	for _, p := range out {
+		delete(dirs, p)
+	}
+	for d := range dirs {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (f *FS) writeTar(w io.Writer, mtime time.Time, paths []string) error {
 	mtime = mtime.UTC().Truncate(time.Second)
 	tw := tar.NewWriter(w)
+	// links counts each inode's paths among those written, so a file whose
+	// other links are all in other parts is written as a plain file.
+	links := map[*inode]int{}
+	for _, p := range paths {
+		if n := f.nodes[p]; n.ino != nil && n.ino.links > 1 {
+			links[n.ino]++
+		}
+	}
 	firsts := map[*inode]string{}
 	var buf []byte // copy buffer for spilled contents, allocated on first use
 	var hdr tar.Header
-	for _, p := range f.sorted() {
+	for _, p := range paths {
 		n := f.nodes[p]
 		hdr = tar.Header{
 			Name:    p,
@@ -145,7 +201,7 @@ func (f *FS) WriteTar(w io.Writer, mtime time.Time) error {
 				hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
 				break
 			}
-			if n.ino.links > 1 {
+			if links[n.ino] > 1 {
 				firsts[n.ino] = p
 			}
 			hdr.Typeflag, hdr.Size = tar.TypeReg, n.ino.size

@@ -576,3 +576,53 @@ func TestHardLinkChainInPayload(t *testing.T) {
 		t.Errorf("c = %+v", e)
 	}
 }
+
+// TestWriteTarPartSplitsHardLinkGroups: the group {x, y, z} of
+// TestHardLinkGroupsOrderIndependent, with a's and b's entries in different
+// layers. Each layer unpacks alone (overlay snapshotters extract each into
+// its own directory), so each must hold the content of its paths and link
+// only to its own earlier entries; applied in either order the two give
+// every path its content.
+func TestWriteTarPartSplitsHardLinkGroups(t *testing.T) {
+	f := rootfs.New()
+	mustAdd(t, f, "a", debtest.Dir("./usr/"), debtest.File("./usr/x", "same"), debtest.Link("./usr/y", "./usr/x"))
+	mustAdd(t, f, "b", debtest.Dir("./usr/"), debtest.File("./usr/y", "same"), debtest.Link("./usr/z", "./usr/y"), debtest.File("./usr/only-b", "b"))
+	part := func(origin string) []readBack {
+		var buf bytes.Buffer
+		if err := f.WriteTarPart(&buf, epoch, func(e rootfs.Entry) bool { return e.Origin == origin }); err != nil {
+			t.Fatal(err)
+		}
+		var out []readBack
+		seen := map[string]bool{}
+		tr := tar.NewReader(&buf)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Typeflag == tar.TypeLink && !seen[h.Linkname] {
+				t.Errorf("layer %s: %s links to %s, not an earlier entry of the same layer", origin, h.Name, h.Linkname)
+			}
+			seen[h.Name] = true
+			b, _ := io.ReadAll(tr)
+			out = append(out, readBack{h, string(b)})
+		}
+	}
+	names := func(rs []readBack) string {
+		var s []string
+		for _, r := range rs {
+			s = append(s, r.hdr.Name+"="+string(r.hdr.Typeflag)+r.hdr.Linkname+":"+r.body)
+		}
+		return strings.Join(s, " ")
+	}
+	// y is shipped by both; it belongs to a, the first by name.
+	if got, want := names(part("a")), "usr/=5: usr/x=0:same usr/y=1usr/x:"; got != want {
+		t.Errorf("layer a: %s, want %s", got, want)
+	}
+	if got, want := names(part("b")), "usr/=5: usr/only-b=0:b usr/z=0:same"; got != want {
+		t.Errorf("layer b: %s, want %s", got, want)
+	}
+}

@@ -1,18 +1,13 @@
 package sbom
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/atomicfile"
 )
 
 // emptyConfig is the OCI 1.1 empty descriptor's content: artifacts with no
@@ -33,52 +28,19 @@ type artifactManifest struct {
 	Subject       *v1.Descriptor  `json:"subject"`
 }
 
-// Attach stores sbom in the OCI layout at layoutPath as an artifact whose
-// subject is image, so the SBOM travels with the image without being part
-// of its digest. image must already be in the layout's index. Attaching the
-// same SBOM twice is a no-op.
-func Attach(layoutPath string, image v1.Descriptor, sbom []byte) error {
-	p, err := layout.FromPath(layoutPath)
-	if err != nil {
-		return fmt.Errorf("sbom attach: %s is not an OCI layout: %w", layoutPath, err)
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return fmt.Errorf("sbom attach: %s: %w", layoutPath, err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return fmt.Errorf("sbom attach: %s: %w", layoutPath, err)
-	}
-	if !hasDigest(im, image.Digest) {
-		return fmt.Errorf("sbom attach: image %s is not in %s", image.Digest, layoutPath)
-	}
-	m, err := referrer(image, sbom)
-	if err != nil {
-		return err
-	}
-	for _, blob := range [][]byte{sbom, []byte(emptyConfig), m} {
-		if err := writeBlob(layoutPath, blob); err != nil {
-			return fmt.Errorf("sbom attach: %w", err)
-		}
-	}
-	desc := v1.Descriptor{
-		MediaType:    types.OCIManifestSchema1,
-		Size:         int64(len(m)),
-		Digest:       digestOf(m),
-		ArtifactType: MediaType,
-	}
-	if hasDigest(im, desc.Digest) {
-		return nil
-	}
-	if err := p.AppendDescriptor(desc); err != nil {
-		return fmt.Errorf("sbom attach: %s: %w", layoutPath, err)
-	}
-	return nil
+// Artifact is an SBOM as an OCI 1.1 artifact referring to an image: the
+// manifest, and the blobs it names (the empty config and the document).
+// It is what `imagectl push` attaches to the image in a registry; a layout
+// holds no copy (its index.json lists the image alone, so every tool reads
+// it unnamed): the document is the file beside the layout.
+type Artifact struct {
+	Manifest []byte
+	Blobs    [][]byte
 }
 
-// referrer renders the artifact manifest for sbom about image.
-func referrer(image v1.Descriptor, sbom []byte) ([]byte, error) {
+// NewArtifact renders the artifact for doc about image. The same inputs
+// give the same bytes, so pushing twice attaches one referrer.
+func NewArtifact(image v1.Descriptor, doc []byte) (Artifact, error) {
 	// The subject is the image's identity only; its annotations and
 	// platform belong to the index entry, not to the reference.
 	subject := v1.Descriptor{MediaType: image.MediaType, Size: image.Size, Digest: image.Digest}
@@ -97,51 +59,41 @@ func referrer(image v1.Descriptor, sbom []byte) ([]byte, error) {
 		},
 		Layers: []v1.Descriptor{{
 			MediaType:   MediaType,
-			Size:        int64(len(sbom)),
-			Digest:      digestOf(sbom),
+			Size:        int64(len(doc)),
+			Digest:      digestOf(doc),
 			Annotations: map[string]string{"org.opencontainers.image.title": "sbom.spdx.json"},
 		}},
 		Subject: &subject,
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
-		return nil, fmt.Errorf("sbom attach: rendering manifest: %w", err)
+		return Artifact{}, fmt.Errorf("sbom artifact: %w", err)
 	}
-	return b, nil
+	return Artifact{Manifest: b, Blobs: [][]byte{[]byte(emptyConfig), doc}}, nil
 }
 
-func hasDigest(im *v1.IndexManifest, d v1.Hash) bool {
-	for _, m := range im.Manifests {
-		if m.Digest == d {
-			return true
+// Describes returns the image digest doc was generated for: an SBOM beside
+// a layout that was rebuilt since must not be attached to the new image.
+func Describes(doc []byte) (v1.Hash, error) {
+	var d struct {
+		Packages []struct {
+			SPDXID                string `json:"SPDXID"`
+			VersionInfo           string `json:"versionInfo"`
+			PrimaryPackagePurpose string `json:"primaryPackagePurpose"`
+		} `json:"packages"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return v1.Hash{}, fmt.Errorf("not an SPDX JSON document: %w", err)
+	}
+	for _, p := range d.Packages {
+		if p.SPDXID == "SPDXRef-"+string(imageID) {
+			return v1.NewHash(p.VersionInfo)
 		}
 	}
-	return false
+	return v1.Hash{}, fmt.Errorf("the document describes no image (no %s package)", "SPDXRef-"+string(imageID))
 }
 
 func digestOf(b []byte) v1.Hash {
 	sum := sha256.Sum256(b)
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
-}
-
-// writeBlob stores b under blobs/sha256 through a temp file and a rename:
-// a blob that exists is trusted by its name, so a torn write must never
-// appear under that name.
-func writeBlob(layoutPath string, b []byte) error {
-	d := digestOf(b)
-	dir := filepath.Join(layoutPath, "blobs", d.Algorithm)
-	dst := filepath.Join(dir, d.Hex)
-	if existing, err := os.ReadFile(dst); err == nil && bytes.Equal(existing, b) {
-		return nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	return WriteFile(dst, b)
-}
-
-// WriteFile writes b to path through a temp file in the same directory and
-// a rename, for the SBOM file written next to the image.
-func WriteFile(path string, b []byte) error {
-	return atomicfile.WriteBytes(path, b, 0o644)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/package-url/packageurl-go"
 	spdxjson "github.com/spdx/tools-golang/json"
 	"github.com/spdx/tools-golang/spdx"
 	"github.com/spdx/tools-golang/spdxlib"
@@ -107,16 +108,23 @@ func TestGenerate(t *testing.T) {
 		licenses[p.PackageName] = p.PackageLicenseDeclared
 	}
 	wantPURL := map[string]string{
-		"libfoo1":                                "pkg:deb/debian/libfoo1@1%3A2.3-4%2Bdeb12u1?arch=amd64&distro=debian-12",
+		"libfoo1":                                "pkg:deb/debian/libfoo1@1:2.3-4%2Bdeb12u1?arch=amd64&distro=debian-12",
 		"bar-data":                               "pkg:deb/debian/bar-data@5.0?arch=all&distro=debian-12",
 		"github.com/oklog/run":                   "pkg:golang/github.com/oklog/run@v1.2.0",
 		"example.com/new":                        "pkg:golang/example.com/new@v0.2.0%2Bincompatible",
 		"github.com/pulse-sidecar/pulse-sidecar": "pkg:golang/github.com/pulse-sidecar/pulse-sidecar",
-		"pulse-sidecar":                          "pkg:oci/pulse-sidecar@sha256%3A" + sha("a"),
+		"pulse-sidecar":                          "pkg:oci/pulse-sidecar@sha256:" + sha("a"),
 	}
 	for name, want := range wantPURL {
 		if purls[name] != want {
 			t.Errorf("%s purl %q, want %q", name, purls[name], want)
+		}
+	}
+	// Each parses back to the version it was made from, epoch and "+" included.
+	for name, v := range map[string]string{"libfoo1": "1:2.3-4+deb12u1", "example.com/new": "v0.2.0+incompatible", "pulse-sidecar": "sha256:" + sha("a")} {
+		p, err := packageurl.FromString(purls[name])
+		if err != nil || p.Version != v {
+			t.Errorf("%s purl %q parses to version %q (%v), want %q", name, purls[name], p.Version, err, v)
 		}
 	}
 	wantLic := map[string]string{
@@ -262,48 +270,37 @@ func TestRealLock(t *testing.T) {
 	}
 }
 
-func TestAttach(t *testing.T) {
-	dir, img := writeLayout(t)
-	sbom, err := Generate(input())
+func TestArtifact(t *testing.T) {
+	doc, err := Generate(input())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Attach(dir, img, sbom); err != nil {
-		t.Fatal(err)
-	}
-	if err := Attach(dir, img, sbom); err != nil {
-		t.Fatalf("second attach: %v", err)
-	}
-	index := readIndex(t, dir)
-	if len(index.Manifests) != 2 {
-		t.Fatalf("index holds %d manifests, want the image and one referrer", len(index.Manifests))
-	}
-	ref := index.Manifests[1]
-	if ref.ArtifactType != MediaType {
-		t.Errorf("index entry artifactType %q", ref.ArtifactType)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", ref.Digest.Hex))
+	img := v1.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 1234, Digest: v1.Hash{Algorithm: "sha256", Hex: sha("a")},
+		Annotations: map[string]string{"org.opencontainers.image.ref.name": "x"}}
+	a, err := NewArtifact(img, doc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var m artifactManifest
-	if err := json.Unmarshal(raw, &m); err != nil {
+	if err := json.Unmarshal(a.Manifest, &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.Subject == nil || m.Subject.Digest != img.Digest || m.ArtifactType != MediaType || len(m.Layers) != 1 {
-		t.Fatalf("referrer manifest: %s", raw)
+	if m.Subject == nil || m.Subject.Digest != img.Digest || m.Subject.Size != img.Size || m.Subject.Annotations != nil ||
+		m.ArtifactType != MediaType || len(m.Layers) != 1 || m.Layers[0].Digest != digestOf(doc) {
+		t.Fatalf("referrer manifest: %s", a.Manifest)
 	}
-	blob, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", m.Layers[0].Digest.Hex))
-	if err != nil || !bytes.Equal(blob, sbom) {
-		t.Fatalf("SBOM blob differs from the SBOM (err %v)", err)
+	if len(a.Blobs) != 2 || string(a.Blobs[0]) != "{}" || !bytes.Equal(a.Blobs[1], doc) || m.Config.Digest != digestOf(a.Blobs[0]) {
+		t.Fatalf("blobs %q", a.Blobs)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "blobs", "sha256", m.Config.Digest.Hex)); err != nil {
-		t.Errorf("empty config blob: %v", err)
+	again, _ := NewArtifact(img, doc)
+	if !bytes.Equal(again.Manifest, a.Manifest) {
+		t.Fatal("two renderings differ")
 	}
-
-	other := img
-	other.Digest.Hex = sha("9")
-	if err := Attach(dir, other, sbom); err == nil || !strings.Contains(err.Error(), sha("9")) {
-		t.Errorf("attaching to an image not in the layout: %v", err)
+	d, err := Describes(doc)
+	if err != nil || d != img.Digest {
+		t.Fatalf("Describes = %s, %v; want %s", d, err, img.Digest)
+	}
+	if _, err := Describes([]byte(`{"packages":[]}`)); err == nil {
+		t.Fatal("a document without the image package describes an image")
 	}
 }

@@ -16,17 +16,25 @@ const monitorSource = "speaker.monitor"
 
 // ffmpegArgs is the encoder's command line. The stream format is fixed by the
 // browser side (JSMpeg decodes MP2 in MPEG-TS): MP2, 128 kbit/s, mono,
-// 44100 Hz. Everything else is there to cut latency:
+// 44100 Hz. Everything else is there to cut latency (docs/BENCHMARKS.md,
+// "Speaker latency (MP2), second wave", has the figures):
 //
 //   - -fflags nobuffer, -flags low_delay, -probesize 32, -analyzeduration 0:
 //     no input probing or buffering, so the first frame goes out as soon as
 //     PulseAudio delivers samples instead of after a ~1-2 s probe;
 //   - -sample_rate 44100 -channels 1 on the input: the pulse input defaults
 //     to 48 kHz stereo, which would add a resampler;
-//   - -fragment_size 1024: PulseAudio hands over 512 samples (~12 ms) at a
-//     time instead of its default of up to seconds;
-//   - -muxdelay 0.001, -flush_packets 1: the TS muxer writes every audio frame
-//     (~26 ms) at once instead of batching PES packets;
+//   - -fragment_size 512: PulseAudio hands over 256 samples (5.8 ms) at a
+//     time, and since ffmpeg asks for that latency, the null sink renders in
+//     blocks that small too (its block is the smallest latency a stream
+//     asks for: pactl shows "configured 5804 usec");
+//   - -pes_payload_size 0: every MP2 frame is its own PES, written as soon
+//     as it is encoded. By default the TS muxer collects audio frames into
+//     one PES of up to 2930 bytes and, with -muxdelay 0.001, writes a frame
+//     only when the next one arrives: one frame (26.1 ms) late;
+//   - -muxdelay 0 -muxpreload 0: no PCR/PTS offset to wait for;
+//   - -flush_packets 1: each frame's packets leave ffmpeg's output buffer at
+//     once instead of in 32 KiB writes;
 //   - -correct_ts_overflow 0: keep timestamps as they are, like the original.
 func ffmpegArgs() []string {
 	return []string{
@@ -34,11 +42,12 @@ func ffmpegArgs() []string {
 		"-fflags", "nobuffer", "-flags", "low_delay",
 		"-probesize", "32", "-analyzeduration", "0",
 		"-f", "pulse", "-sample_rate", "44100", "-channels", "1",
-		"-fragment_size", "1024",
+		"-fragment_size", "512",
 		"-i", monitorSource,
 		"-f", "mpegts", "-correct_ts_overflow", "0",
 		"-codec:a", "mp2", "-b:a", "128k", "-ac", "1", "-ar", "44100",
-		"-muxdelay", "0.001", "-flush_packets", "1",
+		"-pes_payload_size", "0", "-muxdelay", "0", "-muxpreload", "0",
+		"-flush_packets", "1",
 		"pipe:1",
 	}
 }

@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +62,11 @@ type Suite struct {
 type PathRules struct {
 	Drop []string `json:"drop"`
 	Keep []string `json:"keep"`
+	// Only restricts the named packages to the paths these patterns match
+	// (and the directories leading to them), on top of Drop and Keep: the
+	// image takes the OS identity files from base-files, not its skeleton
+	// of a whole system.
+	Only map[string][]string `json:"only,omitempty"`
 }
 
 // User is one /etc/passwd entry.
@@ -332,6 +339,20 @@ func (s *Spec) Validate() error {
 	for i, p := range s.Paths.Keep {
 		if err := checkPattern(p); err != nil {
 			bad(fmt.Sprintf("paths.keep[%d]", i), "%v", err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.Paths.Only)) {
+		ps := s.Paths.Only[name]
+		if !isPackageName(name) {
+			bad("paths.only", "%q is not a Debian package name", name)
+		}
+		if len(ps) == 0 {
+			bad("paths.only."+name, "no patterns: the package would contribute nothing")
+		}
+		for i, p := range ps {
+			if err := checkPattern(p); err != nil {
+				bad(fmt.Sprintf("paths.only.%s[%d]", name, i), "%v", err)
+			}
 		}
 	}
 

@@ -16,8 +16,11 @@ func TestLoadRepositorySpec(t *testing.T) {
 	if s.Config.User != "102:104" {
 		t.Errorf("user = %q", s.Config.User)
 	}
-	if got := len(s.Exclude); got != 34 {
-		t.Errorf("exclude has %d packages, want 31 script-only + 3 GL", got)
+	if got := len(s.Exclude); got != 35 {
+		t.Errorf("exclude has %d packages, want 32 script-only (mawk: base-files' postinst) + 3 GL", got)
+	}
+	if only := s.Paths.Only["base-files"]; len(only) != 4 {
+		t.Errorf("paths.only.base-files = %q, want the OS identity files and the licence", only)
 	}
 	for _, f := range s.Files {
 		if _, err := os.Stat(s.Source(f)); err != nil {
@@ -66,6 +69,12 @@ func TestParseRejects(t *testing.T) {
 			m["config"].(map[string]any)["usr"] = "0:0"
 		}, `unknown field "usr"`},
 		{"wrong type", func(m map[string]any) { m["architectures"] = "amd64" }, `"architectures"`},
+		{"relative only pattern", func(m map[string]any) {
+			m["paths"].(map[string]any)["only"].(map[string]any)["base-files"] = []string{"etc/os-release"}
+		}, "paths.only.base-files[0]"},
+		{"empty only", func(m map[string]any) {
+			m["paths"].(map[string]any)["only"].(map[string]any)["base-files"] = []string{}
+		}, "paths.only.base-files"},
 		{"symbolic user", func(m map[string]any) { m["config"].(map[string]any)["user"] = "pulse" }, "config.user"},
 		{"world-writable dir", func(m map[string]any) {
 			m["directories"] = append(m["directories"].([]any), map[string]any{"path": "/var/x", "uid": 0, "gid": 0, "mode": "0777"})

@@ -36,8 +36,7 @@ type Spec struct {
 	// Stdout, when set, is handed to the child as fd 1 (e.g. a FIFO); when nil
 	// the child's stdout lines are logged like its stderr.
 	Stdout *os.File
-	// Level picks the log level of one output line (e.g. from PulseAudio's
-	// "E: " prefixes); nil logs every line at Info.
+	// Level picks the log level of one output line; nil: LineLevel.
 	Level func(line []byte) slog.Level
 	// Log receives the output lines and lifecycle records; nil: the Reaper's.
 	Log *slog.Logger
@@ -161,7 +160,7 @@ func (r *Reaper) Start(spec Spec) (*Process, error) {
 	log.Debug("started", "path", spec.Path)
 	level := spec.Level
 	if level == nil {
-		level = func([]byte) slog.Level { return slog.LevelInfo }
+		level = LineLevel
 	}
 	streams := []string{"stderr", "stdout"} // the order readers were appended in
 	drained := make([]chan struct{}, len(readers))
@@ -262,9 +261,14 @@ func (p *Process) Signal(sig os.Signal) error {
 }
 
 // Stop sends SIGTERM to the child's group, SIGKILL after grace, and waits for
-// Done. A child that already exited is not an error.
+// Done. A child that already exited is not an error. SIGCONT follows the
+// TERM: a stopped child (SIGSTOP, a debugger gone) would otherwise hold the
+// TERM pending and only die at the KILL, without its own cleanup.
 func (p *Process) Stop(grace time.Duration) error {
 	if err := p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	if err := p.Signal(syscall.SIGCONT); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
 	}
 	t := time.NewTimer(grace)

@@ -518,3 +518,88 @@ func TestSubreaperAnswers(t *testing.T) {
 		t.Errorf("ReapAllWanted on this host: %v", err)
 	}
 }
+
+func TestLineLevel(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want slog.Level
+	}{
+		{"E: [pulseaudio] module.c: Failed to load module", slog.LevelError},
+		{"W: [pulseaudio] server-lookup.c: Unable to contact D-Bus", slog.LevelWarn},
+		{"N: [pulseaudio] main.c: started", slog.LevelInfo},
+		{"D: [pulseaudio] core.c: detail", slog.LevelDebug},
+		{"/usr/bin/ffmpeg: error while loading shared libraries: libblas.so.3: cannot open shared object file", slog.LevelError},
+		{"[pulse @ 0x55d0] [error] pa_simple_new failed: Connection refused", slog.LevelError},
+		{"[warning] Past duration 0.6 too large", slog.LevelWarn},
+		{"[mpegts @ 0x1] [info] muxing", slog.LevelInfo},
+		{"speaker.monitor: Input/output error", slog.LevelError},
+		{"[pulse @ 0x55d0] pa_simple_new failed: Connection refused", slog.LevelError},
+		{"Past duration 0.603 too large", slog.LevelWarn},
+	} {
+		if got := LineLevel([]byte(tc.line)); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
+
+// A child without its own Level func gets LineLevel: an ffmpeg that cannot
+// start is an error in the log, not an info line.
+func TestDefaultLevelOfErrorLines(t *testing.T) {
+	need(t, "/bin/sh")
+	h := newRecords()
+	p, err := NewReaper(slog.New(h), false).Start(sh(`echo "/usr/bin/ffmpeg: error while loading shared libraries: libblas.so.3" >&2; echo "E: [pulseaudio] broken" >&2`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	for _, msg := range []string{"/usr/bin/ffmpeg: error while loading shared libraries: libblas.so.3", "E: [pulseaudio] broken"} {
+		if m := h.find(msg); m == nil || m["level"] != "ERROR" {
+			t.Errorf("record %q: %v, want level ERROR", msg, m)
+		}
+	}
+}
+
+// A stopped child (SIGSTOP) gets its TERM, and handles it, when Stop runs:
+// not a KILL after the whole grace.
+func TestStopContinuesAStoppedChild(t *testing.T) {
+	need(t, "/bin/sleep")
+	p, err := NewReaper(nil, false).Start(Spec{Name: "sleep", Path: "/bin/sleep", Args: []string{"60"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "child stopped", func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		return len(f) > 0 && f[0] == "T"
+	})
+	start := time.Now()
+	if err := p.Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var ee *ExitError
+	if !errors.As(p.Err(), &ee) || ee.Status.Signal() != syscall.SIGTERM {
+		t.Fatalf("err = %v after %s, want terminated by its SIGTERM", p.Err(), time.Since(start))
+	}
+}
+
+// A stopped child that also ignores TERM is killed after the grace.
+func TestStopKillsAStoppedChildIgnoringTERM(t *testing.T) {
+	need(t, "/bin/sh")
+	h := newRecords()
+	p, err := NewReaper(slog.New(h), false).Start(sh(`trap '' TERM; echo ready >&2; while :; do sleep 0.05; done`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "trap installed", func() bool { return h.find("ready") != nil })
+	p.Signal(syscall.SIGSTOP)
+	if err := p.Stop(100 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	var ee *ExitError
+	if !errors.As(p.Err(), &ee) || ee.Status.Signal() != syscall.SIGKILL {
+		t.Fatalf("err = %v, want killed by SIGKILL", p.Err())
+	}
+}

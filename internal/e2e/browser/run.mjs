@@ -5,6 +5,11 @@
 //   node run.mjs speaker    --page URL --ws URL --seconds S --user-data-dir DIR
 //   node run.mjs microphone --page URL --ws URL --seconds S --user-data-dir DIR --fake-audio WAV
 //                [--context-rate HZ]
+//   node run.mjs heard      --page URL --ws URL [--delay-ms MS] --seconds S --user-data-dir DIR
+//
+// heard prints {"ready":true} on a line of its own once JSMpeg plays, then
+// listens S seconds and prints the onsets it heard (sidecar-bench latency
+// plays its bursts in between).
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
@@ -13,6 +18,7 @@ const { values: opt, positionals } = parseArgs({
   options: {
     page: { type: 'string' },
     ws: { type: 'string' },
+    'delay-ms': { type: 'string' },
     seconds: { type: 'string', default: '3' },
     'user-data-dir': { type: 'string' },
     'fake-audio': { type: 'string' },
@@ -25,7 +31,7 @@ const mode = positionals[0];
 for (const name of ['page', 'ws', 'user-data-dir']) {
   if (!opt[name]) fail(`--${name} is required`);
 }
-if (mode !== 'speaker' && mode !== 'microphone') fail(`mode ${JSON.stringify(mode)}: want speaker or microphone`);
+if (!['speaker', 'microphone', 'heard'].includes(mode)) fail(`mode ${JSON.stringify(mode)}: want speaker, microphone or heard`);
 if (mode === 'microphone' && !opt['fake-audio']) fail('microphone needs --fake-audio');
 const seconds = Number(opt.seconds);
 const timeoutMs = Number(opt.timeout) * 1000;
@@ -61,8 +67,9 @@ try {
   const url = new URL(`${mode}.html`, opt.page);
   url.searchParams.set('ws', opt.ws);
   if (opt['context-rate']) url.searchParams.set('rate', opt['context-rate']);
+  if (opt['delay-ms']) url.searchParams.set('delay', opt['delay-ms']);
   await page.goto(url.href);
-  result = mode === 'speaker' ? await speaker(page) : await microphone(page);
+  result = await ({ speaker, microphone, heard })[mode](page);
 } finally {
   await context.close();
 }
@@ -80,6 +87,14 @@ async function speaker(page) {
     }
     return { sampleRate: sp.sampleRate, state: sp.state(), samplesF32LE: btoa(bin) };
   }, seconds);
+}
+
+async function heard(page) {
+  const ready = await page.evaluate(async (ms) => (await window.heard).ready(ms), timeoutMs);
+  if (!ready) throw new Error('JSMpeg did not start playing');
+  process.stdout.write(JSON.stringify({ ready: true }) + '\n');
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  return { players: await page.evaluate(async () => (await window.heard).result()) };
 }
 
 async function microphone(page) {
