@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,6 +35,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/speaker"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/webclient"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
@@ -254,11 +256,19 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 	}
 	spkServer := wsBase
 	spkServer.Addr = cfg.SpeakerAddr
+	// Issue 13: the web client on plain GETs of the speaker port (a secure
+	// origin behind the router or through port-forward); off, plain
+	// requests get 404.
+	spkServer.Plain = http.NotFoundHandler()
+	if cfg.ClientPage {
+		spkServer.Plain = webclient.Handler()
+	}
 	spk, err := speaker.New(speaker.Config{
 		Server: spkServer, FIFO: cfg.SpeakerFIFO, FFmpeg: cfg.FFmpeg,
 		PulseServer: "unix:" + cfg.PulseSocket, CookieFile: cookieFile,
 		Linger: cfg.EncoderLinger, StallAfter: cfg.EncoderStall,
 		MaxListeners: cfg.MaxListeners, MaxBehind: cfg.MaxBehind, SlowCloseAfter: cfg.SlowClose,
+		OpusBitrate: cfg.OpusBitrate, OpusFrame: cfg.OpusFrame,
 		Grace: grace, Reaper: reaper, Log: log.With("actor", "speaker"),
 		Ready: ready.Setter("speaker"), Registerer: reg,
 	})
@@ -273,6 +283,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		Undeclared: undeclared,
 		Server:     micServer, FIFO: cfg.MicrophoneFIFO, Format: cfg.MicFormat,
 		Rate: cfg.MicRate, Channels: cfg.MicChannels, Log: log.With("actor", "microphone"),
+		FFmpeg: cfg.FFmpeg, Reaper: reaper, // ?format=opus decoders
 		Ready: ready.Setter("microphone"), Registerer: reg,
 	})
 	if err != nil {

@@ -98,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	node := latFS.String("node", "node", "node binary, with --browser")
 	chromium := latFS.String("chromium", "/usr/bin/chromium", "Chromium binary, with --browser")
 	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long; the run must report it back")
+	// Issue 13: the Opus stream, alone or beside MP2 in one run.
+	codec := latFS.String("codec", "mp2", "mp2; opus (?codec=opus, timed at the page carrying the onset and at the decoder); both: MP2 then Opus in one run, with bytes per second")
 
 	footFS, footO := newFlags("footprint")
 	footListeners := footFS.Int("listeners", 1, "listeners reading during the second phase (0: idle only)")
@@ -182,6 +184,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			if *browserDir != "" {
 				l.Browser = &bench.Browser{Dir: *browserDir, Node: *node, Chromium: *chromium}
+			}
+			switch *codec {
+			case "mp2":
+			case "opus":
+				r, err := (&bench.OpusLatency{Latency: *l}).Run(ctx)
+				result = r
+				return err
+			case "both":
+				r, err := bench.CompareCodecs(ctx, l)
+				result = r
+				return err
+			default:
+				return fmt.Errorf("--codec %q: want mp2, opus or both", *codec)
 			}
 			r, err := l.Run(ctx)
 			result = r

@@ -25,6 +25,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/microphone"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/origin"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/pulse"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/speaker"
 )
 
 // EnvPrefix is the prefix under which every flag can also be given, e.g.
@@ -68,6 +69,10 @@ type Config struct {
 	// declares none of format, rate, channels gets (detect, passthrough or
 	// a rate; see microphone.ParseUndeclared).
 	MicUndeclared string
+	// The Opus speaker stream and the built-in web client (issue 13).
+	OpusBitrate int
+	OpusFrame   time.Duration
+	ClientPage  bool
 
 	// Cookie is the 32-hex-digit PULSEAUDIO_COOKIE, empty when unset. It is
 	// deliberately not a flag: a flag would show up in /proc/PID/cmdline.
@@ -131,6 +136,10 @@ func Parse(name string, args []string, out io.Writer) (Config, error) {
 	fs.DurationVar(&c.MaxBehind, "max-behind", 500*time.Millisecond, "how far a speaker listener may lag behind live audio, kernel send buffer included, before it skips to live")
 	fs.DurationVar(&c.EncoderStall, "encoder-stall", 5*time.Second, "with listeners connected and no stream from the encoder this long, report not ready and restart it")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof on the ops address")
+	// Issue 13: the Opus speaker stream and the web client.
+	fs.IntVar(&c.OpusBitrate, "opus-bitrate", 96000, "bitrate of the speaker's Opus stream (?codec=opus) in bits/s")
+	fs.DurationVar(&c.OpusFrame, "opus-frame", 10*time.Millisecond, "Opus frame duration: 2.5ms, 5ms, 10ms or 20ms (one Ogg page per frame)")
+	fs.BoolVar(&c.ClientPage, "client-page", true, "serve the built-in web client (GET / and its scripts) on the speaker port; false: plain requests get 404")
 	fs.String("config", "", "config file: one 'flag value' per line")
 	// Live health, fallbacks and the cookie file.
 	fs.DurationVar(&c.PulseWatchdog, "pulse-watchdog", 10*time.Second, "kill and restart a PulseAudio that has not answered the health probe for this long; 0 disables")
@@ -381,6 +390,12 @@ func (c *Config) validate() error {
 		if l.v < 1 {
 			return fmt.Errorf("--%s %d: must be at least 1", l.flag, l.v)
 		}
+	}
+	if c.OpusBitrate < 6000 || c.OpusBitrate > 510000 {
+		return fmt.Errorf("--opus-bitrate %d: want 6000..510000", c.OpusBitrate)
+	}
+	if !slices.Contains(speaker.OpusFrames, c.OpusFrame) {
+		return fmt.Errorf("--opus-frame %s: want 2.5ms, 5ms, 10ms or 20ms", c.OpusFrame)
 	}
 	if err := origin.Validate(c.AllowedOrigins); err != nil {
 		return fmt.Errorf("--allowed-origins: %v", err)

@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
@@ -49,6 +50,10 @@ type Config struct {
 	// detector's hold [DefaultDetectHold].
 	Undeclared Undeclared
 	DetectHold time.Duration
+	// FFmpeg decodes ?format=opus senders, one child per sender started by
+	// Reaper (see opus.go); empty: format=opus is refused.
+	FFmpeg string
+	Reaper *supervise.Reaper
 
 	Log        *slog.Logger          // [discard]
 	Ready      func(bool)            // told when the listener serves and stops [none]
@@ -100,6 +105,9 @@ func (c *Config) validate() (Format, error) {
 	}
 	if c.MaxMessage < 0 {
 		errs = append(errs, fmt.Errorf("max message size %d is negative", c.MaxMessage))
+	}
+	if c.FFmpeg != "" && c.Reaper == nil {
+		errs = append(errs, errors.New("an Opus decoder needs a Reaper"))
 	}
 	return pipe, errors.Join(errs...)
 }
@@ -187,6 +195,9 @@ func (r *Relay) Run(ctx context.Context) error {
 // upgrade, and before the sender slot is touched, so a malformed request
 // never costs the current sender anything.
 func (r *Relay) admit(req *http.Request) (wsserver.Session, error) {
+	if isOpus(req.URL.Query()) { // issue 13, see opus.go
+		return r.admitOpus(req)
+	}
 	if s := r.admitUndeclared(req.URL.Query()); s != nil {
 		return s, nil
 	}

@@ -89,8 +89,9 @@ type encoder struct {
 	stalled    func()
 	// started is called on every start of a child, restart tells whether it
 	// replaced one that died while listeners were connected.
-	started func(p *supervise.Process, restart bool)
-	stopped func()
+	started  func(p *supervise.Process, restart bool)
+	stopping func() // optional
+	stopped  func()
 }
 
 // run starts and stops the encoder following demand until ctx is cancelled,
@@ -111,6 +112,9 @@ func (e *encoder) run(ctx context.Context) {
 			return
 		}
 		watch.Stop()
+		if e.stopping != nil {
+			e.stopping()
+		}
 		cancel()
 		<-done
 		cancel, done = nil, nil
@@ -185,20 +189,48 @@ func (e *encoder) run(ctx context.Context) {
 	}
 }
 
-// encoder wires the on-demand encoder to the relay: ffmpeg writes into out,
-// every fork is preceded by a packetizer reset, and starts count in the
+// encoder wires the on-demand MP2 encoder to the relay: ffmpeg writes into
+// out, every fork is preceded by a packetizer reset, and starts count in the
 // metrics.
 func (r *Relay) encoder(out *os.File) *encoder {
+	return r.encoderFor(encoderWiring{
+		codec: CodecMP2, args: ffmpegArgs(), out: out,
+		hub: r.hub, nudge: r.nudge, lastData: &r.lastData,
+		beforeStart: func() { r.resetPacketizer.Store(true) },
+	})
+}
+
+// encoderWiring is what differs between the codecs' encoders: each has its
+// own command, output, hub and evidence of life, and starts and stops with
+// its own listeners.
+type encoderWiring struct {
+	codec    string
+	args     []string
+	out      *os.File
+	hub      *hub
+	nudge    chan struct{}
+	lastData *atomic.Int64
+	// beforeStart runs before every fork, once the previous child is
+	// reaped: the reader drops a partial packet or page from then on.
+	beforeStart func()
+	// stopping, when set, runs as the encoder is told to stop for lack of
+	// listeners (or the relay stopping), before it has exited.
+	stopping func()
+}
+
+func (r *Relay) encoderFor(w encoderWiring) *encoder {
+	log := r.cfg.Log.With("codec", w.codec)
 	e := &encoder{
+		stopping:   w.stopping,
 		linger:     r.cfg.Linger,
-		demand:     r.hub.len,
-		nudge:      r.nudge,
+		demand:     w.hub.len,
+		nudge:      w.nudge,
 		stallAfter: r.cfg.StallAfter,
-		lastData:   func() time.Time { return time.Unix(0, r.lastData.Load()) },
+		lastData:   func() time.Time { return time.Unix(0, w.lastData.Load()) },
 		stalled: func() {
 			r.m.encoderStalls.Inc()
-			r.cfg.Log.Error("encoder stalled: no stream from ffmpeg with listeners connected, restarting it",
-				"stall_after", r.cfg.StallAfter, "listeners", r.hub.len())
+			log.Error("encoder stalled: no stream from ffmpeg with listeners connected, restarting it",
+				"stall_after", r.cfg.StallAfter, "listeners", w.hub.len())
 			r.setReady(func() { r.stalled = true })
 		},
 		sup: func() *supervise.Supervisor {
@@ -207,20 +239,20 @@ func (r *Relay) encoder(out *os.File) *encoder {
 				Spec: supervise.Spec{
 					Name:   "ffmpeg",
 					Path:   r.cfg.FFmpeg,
-					Args:   ffmpegArgs(),
+					Args:   w.args,
 					Env:    ffmpegEnv(r.cfg.PulseServer, r.cfg.CookieFile),
-					Stdout: out,
+					Stdout: w.out,
 				},
 				Backoff: supervise.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second},
 				Grace:   r.cfg.Grace,
-				Log:     r.cfg.Log,
+				Log:     log,
 				// The previous child is reaped and the new one not forked
 				// yet, so whatever the reader gets from now on is the new
 				// encoder's: OnStart would run after the fork, late enough
 				// for the new child's first bytes to be glued to the old
 				// one's partial packet.
 				BeforeStart: func(context.Context) error {
-					r.resetPacketizer.Store(true)
+					w.beforeStart()
 					return nil
 				},
 			}
@@ -230,10 +262,10 @@ func (r *Relay) encoder(out *os.File) *encoder {
 			if restart {
 				r.m.encoderRestarts.Inc()
 			}
-			r.cfg.Log.Info("encoder started", "pid", p.Pid(), "restart", restart)
+			log.Info("encoder started", "pid", p.Pid(), "restart", restart)
 		},
 		stopped: func() {
-			r.cfg.Log.Info("encoder stopped", "listeners", r.hub.len())
+			log.Info("encoder stopped", "listeners", w.hub.len())
 			// Idle again: give back what the listeners' buffers and
 			// stacks took, which the scavenger would return only slowly.
 			debug.FreeOSMemory()
@@ -245,7 +277,7 @@ func (r *Relay) encoder(out *os.File) *encoder {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
 			if err := r.cfg.Wake(ctx); err != nil {
-				r.cfg.Log.Warn("waking the speaker before the encoder starts", "err", err)
+				log.Warn("waking the speaker before the encoder starts", "err", err)
 			}
 		}
 	}

@@ -17,6 +17,9 @@ type chunk struct {
 	// msg is data framed once as a server binary message; gorilla encodes
 	// the frame a single time however many connections write it.
 	msg *websocket.PreparedMessage
+	// header marks an Ogg Opus header page (OpusHead, OpusTags): a
+	// decoder cannot start without them, so skipping ahead keeps them.
+	header bool
 }
 
 // hub fans chunks out to listeners. It never waits for a listener: each one
@@ -32,6 +35,9 @@ type hub struct {
 
 	mu        sync.Mutex
 	listeners []*listener
+	// headers are the current Ogg Opus stream's header pages, queued first
+	// for every listener that joins mid-stream; nil for MPEG-TS.
+	headers []*chunk
 }
 
 type listener struct {
@@ -57,12 +63,19 @@ type listener struct {
 	skipped bool
 }
 
-// join adds a listener. It receives chunks broadcast from now on, so its
-// first byte is a packet boundary. drop (optional) is called when the hub
-// gives up on it.
+// join adds a listener. It receives the stream's header pages, if any, then
+// the chunks broadcast from now on, so its first byte is a packet (or page)
+// boundary. drop (optional) is called when the hub gives up on it.
 func (h *hub) join(drop func()) *listener {
 	l := &listener{ready: make(chan struct{}, 1), done: make(chan struct{}), drop: drop}
 	h.mu.Lock()
+	for _, c := range h.headers {
+		l.queue = append(l.queue, c)
+		l.queued += len(c.data)
+	}
+	if len(l.queue) > 0 {
+		l.ready <- struct{}{}
+	}
 	h.listeners = append(h.listeners, l)
 	h.m.listeners.Inc()
 	h.mu.Unlock()
@@ -101,8 +114,15 @@ func (h *hub) notify() {
 // broadcast queues data, whole TS packets that the caller will not touch
 // again, for every listener; now is when it was read.
 func (h *hub) broadcast(data []byte, now time.Time) error {
+	return h.publish(data, now, nil)
+}
+
+// publish is broadcast with a hook that runs under the hub's lock with the
+// framed chunk and may veto it, so that the Opus reader updates the header
+// pages in step with what listeners get.
+func (h *hub) publish(data []byte, now time.Time, locked func(c *chunk) bool) error {
 	h.mu.Lock()
-	if len(h.listeners) == 0 {
+	if len(h.listeners) == 0 && locked == nil {
 		h.mu.Unlock()
 		return nil
 	}
@@ -112,6 +132,10 @@ func (h *hub) broadcast(data []byte, now time.Time) error {
 		return fmt.Errorf("framing %d bytes: %w", len(data), err)
 	}
 	c := &chunk{data: data, msg: msg}
+	if locked != nil && !locked(c) {
+		h.mu.Unlock()
+		return nil
+	}
 	kept := h.listeners[:0]
 	var dropped []*listener
 	for _, l := range h.listeners {
@@ -154,9 +178,21 @@ func (l *listener) push(c *chunk, limit int, slowAfter time.Duration, now time.T
 	defer l.mu.Unlock()
 	if len(l.queue) > 0 && l.queued+len(c.data) > limit {
 		skipped = l.queued
-		clear(l.queue)
-		l.queue = l.queue[:0]
+		// Header pages not yet sent stay: without them the listener's
+		// decoder could never start.
+		kept := l.queue[:0]
+		for _, q := range l.queue {
+			if q.header {
+				kept = append(kept, q)
+				skipped -= len(q.data)
+			}
+		}
+		clear(l.queue[len(kept):])
+		l.queue = kept
 		l.queued = 0
+		for _, q := range kept {
+			l.queued += len(q.data)
+		}
 		l.skipped = true
 		switch {
 		case l.behindSince.IsZero():

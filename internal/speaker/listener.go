@@ -1,6 +1,7 @@
 package speaker
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/gorilla/websocket"
@@ -15,28 +16,54 @@ const (
 	closeTooSlow = 4002
 )
 
-// admit takes any path (a proxy in front maps /sound to it); the request
-// carries nothing the MP2 stream needs.
-func (r *Relay) admit(*http.Request) (wsserver.Session, error) {
-	return (*listenerSession)(r), nil
+// admit takes any path (a proxy in front maps /sound to it). The codec
+// parameter picks the stream: none or mp2 is MP2 in MPEG-TS as it always
+// was, opus the Ogg Opus stream; anything else is refused before the
+// upgrade.
+func (r *Relay) admit(req *http.Request) (wsserver.Session, error) {
+	codec := ""
+	if v := req.URL.Query()["codec"]; len(v) > 0 {
+		codec = v[len(v)-1]
+	}
+	switch codec {
+	case "", CodecMP2:
+		return &listenerSession{r: r, codec: CodecMP2, hub: r.hub}, nil
+	case CodecOpus:
+		return &listenerSession{r: r, codec: CodecOpus, hub: r.opus.hub, pagePerMessage: true}, nil
+	}
+	return nil, &wsserver.Refusal{Status: http.StatusBadRequest, Reason: wsserver.ReasonParams,
+		Text: fmt.Sprintf("codec %.12q: want mp2 or opus", codec)}
 }
 
+// Codecs of the speaker stream, the values of ?codec=.
+const (
+	CodecMP2  = "mp2"
+	CodecOpus = "opus"
+)
+
 // listenerSession serves one listener websocket.
-type listenerSession Relay
+type listenerSession struct {
+	r     *Relay
+	codec string
+	hub   *hub
+	// pagePerMessage: every chunk is its own message (one Ogg page each),
+	// never folded into a batch.
+	pagePerMessage bool
+}
 
 // Serve writes the stream to one listener until it goes away, falls too far
 // behind, or the server stops; it returns once its reader has ended too.
 func (s *listenerSession) Serve(c *wsserver.Conn) {
-	r := (*Relay)(s)
-	log := r.cfg.Log.With("peer", c.Peer())
-	l := r.hub.join(func() { c.Close(closeTooSlow, "listener too slow") })
+	r := s.r
+	log := r.cfg.Log.With("peer", c.Peer(), "codec", s.codec)
+	l := s.hub.join(func() { c.Close(closeTooSlow, "listener too slow") })
 	log.Debug("listener joined")
-	err := r.serve(c, l)
-	r.hub.leave(l)
+	err := r.serve(c, l, s.pagePerMessage)
+	s.hub.leave(l)
 	log.Debug("listener left", "err", err)
 }
 
-func (r *Relay) serve(c *wsserver.Conn, l *listener) error {
+func (r *Relay) serve(c *wsserver.Conn, l *listener, pagePerMessage bool) error {
 	readDone := make(chan error, 1)
 	go func() { readDone <- discard(c) }()
 	// The peer's close frame, or the close deadline, ends the reader; the
@@ -47,7 +74,11 @@ func (r *Relay) serve(c *wsserver.Conn, l *listener) error {
 		select {
 		case <-l.ready:
 			batch = l.take(batch)
-			if err := r.write(c, batch); err != nil {
+			write := r.write
+			if pagePerMessage {
+				write = r.writePages
+			}
+			if err := write(c, batch); err != nil {
 				c.Close(websocket.CloseGoingAway, "write failed")
 				return err
 			}

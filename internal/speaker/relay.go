@@ -6,7 +6,8 @@
 //
 // Files: relay.go wires the parts and runs them; reader.go drains the FIFO;
 // packet.go cuts packets; hub.go fans them out; listener.go serves one
-// websocket; encoder.go runs ffmpeg on demand and restarts it when it stalls.
+// websocket; encoder.go runs ffmpeg on demand and restarts it when it stalls;
+// opus.go is the second stream (?codec=opus): Ogg Opus pages, one per message.
 package speaker
 
 import (
@@ -56,6 +57,11 @@ type Config struct {
 	MaxBehind      time.Duration
 	SlowCloseAfter time.Duration // a listener behind this long is closed [10s]
 
+	// OpusBitrate is the Opus stream's bitrate in bits/s [96000]; OpusFrame
+	// its frame duration, one of OpusFrames [10ms].
+	OpusBitrate int
+	OpusFrame   time.Duration
+
 	Reaper     *supervise.Reaper // required with FFmpeg
 	Log        *slog.Logger      // [discard]
 	Ready      func(bool)        // told true once serving, false when stopping or stalled [none]
@@ -104,6 +110,10 @@ func (c *Config) setDefaults() {
 	if c.MaxListeners == 0 {
 		c.MaxListeners = 64
 	}
+	if c.OpusBitrate == 0 {
+		c.OpusBitrate = defaultOpusBitrate
+	}
+	def(&c.OpusFrame, defaultOpusFrame)
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -134,6 +144,13 @@ func (c *Config) validate() error {
 	if c.MaxListeners < 0 {
 		errs = append(errs, fmt.Errorf("max listeners %d is negative", c.MaxListeners))
 	}
+	// libopus's own range.
+	if c.OpusBitrate < 6000 || c.OpusBitrate > 510000 {
+		errs = append(errs, fmt.Errorf("opus bitrate %d: want 6000..510000 bits/s", c.OpusBitrate))
+	}
+	if !validOpusFrame(c.OpusFrame) {
+		errs = append(errs, fmt.Errorf("opus frame %v: want one of %v", c.OpusFrame, OpusFrames))
+	}
 	return errors.Join(errs...)
 }
 
@@ -144,6 +161,7 @@ type Relay struct {
 	m     *metrics
 	hub   *hub
 	nudge chan struct{} // listener count changed; buffered 1
+	opus  *opusStream   // the ?codec=opus stream, see opus.go
 
 	// resetPacketizer is set before an encoder is forked, so the reader
 	// drops a partial packet left by the previous one.
@@ -180,6 +198,7 @@ func New(cfg Config) (*Relay, error) {
 			}
 		},
 	}
+	r.opus = r.newOpusStream()
 	sc := cfg.Server
 	sc.Service = "speaker"
 	sc.MaxSessions = cfg.MaxListeners
@@ -256,8 +275,18 @@ func (r *Relay) Run(ctx context.Context) error {
 		}()
 	}
 
+	opusDone := make(chan error, 1)
+	go func() { opusDone <- r.runOpus(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-opusDone; err != nil {
+			r.cfg.Log.Error("opus stream", "err", err)
+		}
+	}()
+
 	r.cfg.Log.Info("speaker relay listening", "addr", r.Addr().String(), "fifo", r.cfg.FIFO,
-		"max_listeners", r.cfg.MaxListeners, "queue_bytes", r.hub.queueBytes)
+		"max_listeners", r.cfg.MaxListeners, "queue_bytes", r.hub.queueBytes,
+		"opus_bitrate", r.cfg.OpusBitrate, "opus_frame", r.cfg.OpusFrame, "opus_queue_bytes", r.opus.hub.queueBytes)
 	r.setReady(func() { r.serving = true })
 	defer r.setReady(func() { r.serving = false })
 	return r.srv.Run(ctx)

@@ -30,6 +30,9 @@ type Spec struct {
 	// PULSEAUDIO_COOKIE that children must not inherit.
 	Env []string
 	Dir string
+	// Stdin, when set, is handed to the child as fd 0 (e.g. the read end of
+	// a pipe the caller feeds); when nil the child reads /dev/null.
+	Stdin *os.File
 	// Stdout, when set, is handed to the child as fd 1 (e.g. a FIFO); when nil
 	// the child's stdout lines are logged like its stderr.
 	Stdout *os.File
@@ -111,10 +114,14 @@ func (r *Reaper) Start(spec Spec) (*Process, error) {
 	if env == nil {
 		env = []string{} // os.StartProcess would inherit on nil
 	}
+	stdin := devnull
+	if spec.Stdin != nil {
+		stdin = spec.Stdin
+	}
 	attr := &os.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   env,
-		Files: []*os.File{devnull, stdout, errW},
+		Files: []*os.File{stdin, stdout, errW},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 

@@ -189,6 +189,34 @@ func TestStdoutHandedThrough(t *testing.T) {
 	}
 }
 
+func TestStdinHandedThrough(t *testing.T) {
+	need(t, "/bin/sh")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in"), []byte("fed\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(filepath.Join(dir, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	spec := sh(`read line; echo "got $line"`)
+	spec.Stdin, spec.Stdout = in, out
+	p, err := NewReaper(nil, false).Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	if b, err := os.ReadFile(out.Name()); err != nil || string(b) != "got fed\n" {
+		t.Fatalf("stdout file: %q, %v", b, err)
+	}
+}
+
 func TestEnvironmentIsNotInherited(t *testing.T) {
 	need(t, "/bin/sh")
 	t.Setenv("SUPERVISE_SECRET", "leak")

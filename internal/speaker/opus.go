@@ -1,0 +1,262 @@
+package speaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/ogg"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
+)
+
+// The Opus stream (?codec=opus): ffmpeg's libopus encodes the speaker
+// monitor at 48 kHz mono in frames of OpusFrame, its Ogg muxer flushes one
+// page per frame into a pipe, and the relay sends each page as one
+// websocket message. It has its own encoder, started and stopped by its own
+// listeners, and its own hub; admission, limits and the websocket layer are
+// the MP2 stream's.
+
+// OpusFrames are the frame durations offered: those of libopus's CELT
+// layer, which -application lowdelay uses.
+var OpusFrames = []time.Duration{2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond}
+
+const (
+	defaultOpusBitrate = 96000
+	defaultOpusFrame   = 10 * time.Millisecond
+	opusRate           = 48000
+	// opusPageOverhead is an Ogg page's header around one packet: 27 bytes
+	// and one lacing value.
+	opusPageOverhead = 28
+)
+
+// opusArgs is the Opus encoder's command line. The prototype measured in
+// CONTRACTS section 7, made configurable:
+//
+//   - -fflags nobuffer, -probesize 32, -analyzeduration 0: no probing;
+//   - -fragment_size: PulseAudio hands over one frame of s16 samples at a
+//     time, so a frame is encoded as soon as it is captured;
+//   - -application lowdelay: CELT only, no SILK look-ahead;
+//   - -page_duration with -flush_packets 1: one Ogg page per frame, written
+//     at once, so a page is the unit of latency and of skipping ahead.
+func opusArgs(bitrate int, frame time.Duration) []string {
+	samples := int(frame.Seconds() * opusRate)
+	return []string{
+		"-nostdin", "-hide_banner", "-loglevel", "warning",
+		"-fflags", "nobuffer", "-flags", "low_delay",
+		"-probesize", "32", "-analyzeduration", "0",
+		"-f", "pulse", "-sample_rate", strconv.Itoa(opusRate), "-channels", "1",
+		"-fragment_size", strconv.Itoa(samples * 2),
+		"-i", monitorSource,
+		"-c:a", "libopus", "-b:a", strconv.Itoa(bitrate), "-ac", "1", "-ar", strconv.Itoa(opusRate),
+		"-frame_duration", strconv.FormatFloat(float64(frame)/float64(time.Millisecond), 'f', -1, 64),
+		"-application", "lowdelay",
+		"-f", "ogg", "-page_duration", strconv.FormatInt(frame.Microseconds(), 10),
+		"-flush_packets", "1",
+		"pipe:1",
+	}
+}
+
+// opusWireRate is the Opus stream's rate on the wire in bits/s: the codec's
+// bitrate plus one page header per frame.
+func opusWireRate(bitrate int, frame time.Duration) int {
+	return bitrate + int(float64(opusPageOverhead*8)/frame.Seconds())
+}
+
+// opusQueueBytes is the Opus hub's per-listener bound for maxBehind of
+// audio, as queueBytes is MP2's; the send buffer can hold more than the
+// budget at Opus rates, so the floor is a tenth of a second of pages.
+func opusQueueBytes(maxBehind time.Duration, bitrate int, frame time.Duration) int {
+	rate := opusWireRate(bitrate, frame)
+	budget := int(maxBehind.Seconds() * float64(rate) / 8)
+	return max(budget-2*sendBuffer, rate/8/10)
+}
+
+func validOpusFrame(d time.Duration) bool {
+	for _, f := range OpusFrames {
+		if d == f {
+			return true
+		}
+	}
+	return false
+}
+
+// opusStream is the Opus encoder's output side.
+type opusStream struct {
+	hub   *hub
+	nudge chan struct{}
+	// lastData is when the reader last got bytes (UnixNano), the watchdog's
+	// evidence that the Opus encoder is alive.
+	lastData atomic.Int64
+	// resetSplitter is set before an encoder is forked, so a partial page
+	// of the previous one is dropped.
+	resetSplitter atomic.Bool
+	// headerSerial is the serial of the stream whose headers the hub
+	// holds; live tells whether there is one. Both are guarded by hub.mu.
+	headerSerial uint32
+	live         bool
+}
+
+func (r *Relay) newOpusStream() *opusStream {
+	o := &opusStream{nudge: make(chan struct{}, 1)}
+	o.hub = &hub{
+		queueBytes: opusQueueBytes(r.cfg.MaxBehind, r.cfg.OpusBitrate, r.cfg.OpusFrame),
+		slowAfter:  r.cfg.SlowCloseAfter,
+		m:          r.m,
+		changed: func() {
+			select {
+			case o.nudge <- struct{}{}:
+			default:
+			}
+		},
+	}
+	return o
+}
+
+// runOpus reads the Opus encoder's pipe and, with an FFmpeg configured,
+// runs the encoder on demand, until ctx ends; then it stops the encoder and
+// the reader and returns.
+func (r *Relay) runOpus(ctx context.Context) error {
+	in, out, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("opus encoder pipe: %w", err)
+	}
+	// A small pipe, as the FIFO: the reader drains it continuously, and a
+	// stalled reader should not let seconds of pages pile up.
+	_, _ = fifo.SetPipeSize(out, pipeSize)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		r.readOpus(in)
+	}()
+	defer func() {
+		in.Close()
+		<-readDone
+	}()
+	defer out.Close()
+	if r.cfg.FFmpeg == "" {
+		<-ctx.Done()
+		return nil
+	}
+	enc := r.encoderFor(encoderWiring{
+		codec: CodecOpus, args: opusArgs(r.cfg.OpusBitrate, r.cfg.OpusFrame), out: out,
+		hub: r.opus.hub, nudge: r.opus.nudge, lastData: &r.opus.lastData,
+		beforeStart: func() {
+			r.opus.resetSplitter.Store(true)
+			r.opus.clearHeaders()
+		},
+		stopping: r.opus.clearHeaders,
+	})
+	enc.run(ctx)
+	return nil
+}
+
+// readOpus cuts the encoder's output into Ogg pages and publishes each as
+// one chunk. The hub keeps the current stream's header pages for joiners;
+// a new OpusHead (an encoder restart: a chained stream with a new serial)
+// replaces them and goes to everyone listening, so their decoders reset.
+func (r *Relay) readOpus(in io.Reader) {
+	o := r.opus
+	var (
+		s   ogg.Splitter
+		buf = make([]byte, readSize)
+	)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			now := time.Now()
+			o.lastData.Store(now.UnixNano())
+			if r.stalledSeen() {
+				r.cfg.Log.Info("encoder stream flows again", "codec", CodecOpus)
+			}
+			if o.resetSplitter.Swap(false) {
+				s = ogg.Splitter{}
+			}
+			_, _ = s.Write(buf[:n])
+			for {
+				p, ok := s.Next()
+				if !ok {
+					break
+				}
+				r.publishPage(p, now)
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
+				r.cfg.Log.Error("reading the opus encoder's pipe", "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (r *Relay) publishPage(p ogg.Page, now time.Time) {
+	o := r.opus
+	var hook func(*chunk) bool
+	switch p.Kind {
+	case ogg.KindOpusHead:
+		hook = func(c *chunk) bool {
+			c.header = true
+			o.hub.headers = []*chunk{c}
+			o.headerSerial, o.live = p.Serial, true
+			return true
+		}
+	case ogg.KindOpusTags:
+		hook = func(c *chunk) bool {
+			if !o.live || p.Serial != o.headerSerial {
+				return false
+			}
+			c.header = true
+			o.hub.headers = append(o.hub.headers, c)
+			return true
+		}
+	case ogg.KindAudio:
+		if o.hub.len() == 0 {
+			return
+		}
+		// The tail of a stream whose encoder is being stopped goes
+		// nowhere: a listener joining now waits for the next OpusHead.
+		hook = func(*chunk) bool { return o.live && p.Serial == o.headerSerial }
+	default:
+		return // not part of the Opus stream
+	}
+	if err := o.hub.publish(p.Raw, now, hook); err != nil {
+		r.cfg.Log.Error("broadcast", "codec", CodecOpus, "err", err)
+	}
+}
+
+// clearHeaders forgets the headers of a stream whose encoder is gone, so a
+// listener joining before the next encoder's first page does not get a
+// stream that will never continue.
+func (o *opusStream) clearHeaders() {
+	o.hub.mu.Lock()
+	o.hub.headers = nil
+	o.live = false
+	o.hub.mu.Unlock()
+}
+
+// writePages sends each chunk, one Ogg page, as a message of its own: a
+// WebCodecs client hands every message to its page parser as it is.
+func (r *Relay) writePages(c *wsserver.Conn, batch []*chunk) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	conn := c.WS()
+	if err := conn.SetWriteDeadline(c.WriteDeadline()); err != nil {
+		return err
+	}
+	n := 0
+	for _, ch := range batch {
+		if err := conn.WritePreparedMessage(ch.msg); err != nil {
+			return err
+		}
+		n += len(ch.data)
+	}
+	r.m.bytesOut.Add(float64(n))
+	return nil
+}
