@@ -206,7 +206,6 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// --- authentication (internal/auth) ---
 	// authVerifier checks the websockets' JWT; nil when neither
 	// --auth-jwt-key nor --auth-jwt-secret-file is set, and then the relays
 	// are open. The shared websocket layer hands it to both relays.
@@ -223,7 +222,6 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 	} else {
 		log.Warn("authentication is off: anyone who reaches the speaker and microphone ports can listen and talk; set --auth-jwt-key or --auth-jwt-secret-file")
 	}
-	// --- end authentication ---
 
 	reaper := supervise.NewReaper(log.With("actor", "reaper"), reapAll)
 	// The reaper outlives the group on purpose: actors stopping their

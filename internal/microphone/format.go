@@ -122,7 +122,7 @@ func parseClientEncoding(s string) (Encoding, error) {
 // NegotiateFormat reads the client's stream format from the upgrade request's
 // query (format, rate, channels). A missing parameter takes the pipe's value,
 // because the original relay wrote bytes unchanged and clients written for it
-// send nothing. Other parameters (jwt_token, checked by the proxy) are ignored.
+// send nothing. Other parameters (jwt_token, checked by the websocket layer) are ignored.
 func NegotiateFormat(q url.Values, pipe Format) (Format, error) {
 	f := pipe
 	if v, ok := q["format"]; ok {

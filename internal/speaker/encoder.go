@@ -79,8 +79,6 @@ type encoder struct {
 	// that may have changed.
 	demand func() int
 	nudge  <-chan struct{}
-	// wake, when set, runs before a start for a first listener.
-	wake func(ctx context.Context)
 	// stallAfter: a running encoder that has listeners and delivered
 	// nothing for this long (lastData) is stuck; stalled is told, and the
 	// encoder restarted.
@@ -158,9 +156,6 @@ func (e *encoder) run(ctx context.Context) {
 					lingerC = nil
 				}
 				if cancel == nil {
-					if e.wake != nil {
-						e.wake(ctx)
-					}
 					start()
 				}
 			case cancel != nil && lingerC == nil:
@@ -270,16 +265,6 @@ func (r *Relay) encoderFor(w encoderWiring) *encoder {
 			// stacks took, which the scavenger would return only slowly.
 			debug.FreeOSMemory()
 		},
-	}
-	if r.cfg.Wake != nil {
-		e.wake = func(ctx context.Context) {
-			// Bounded: a first listener waits for this.
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			if err := r.cfg.Wake(ctx); err != nil {
-				log.Warn("waking the speaker before the encoder starts", "err", err)
-			}
-		}
 	}
 	return e
 }

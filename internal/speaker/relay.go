@@ -45,10 +45,6 @@ type Config struct {
 	// StallAfter: with listeners connected and no stream from the encoder
 	// for this long, the relay reports not ready and restarts it [5s].
 	StallAfter time.Duration
-	// Wake, when set, is called right before the encoder starts for a first
-	// listener, so a suspended PulseAudio sink is running by the time
-	// ffmpeg asks for samples. Its error is logged, nothing more.
-	Wake func(ctx context.Context) error
 
 	MaxListeners int // listeners at once; more get 503 before the upgrade [64]
 	// MaxBehind bounds how far, in audio time, a listener may lag behind
