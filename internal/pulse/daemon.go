@@ -76,7 +76,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err := d.Registerer.Register(restarts); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
-				return fmt.Errorf("pulse: metrics: %w", err)
+				return fmt.Errorf("metrics: %w", err)
 			}
 			restarts = are.ExistingCollector.(prometheus.Counter)
 		}
@@ -91,19 +91,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		cookie = RandomCookie()
 	}
 	if err := os.MkdirAll(d.RunDir, 0o700); err != nil {
-		return fmt.Errorf("pulse: run dir: %w", err)
+		return fmt.Errorf("run dir: %w", err)
 	}
 	script := filepath.Join(d.RunDir, scriptName)
 	confPath := filepath.Join(d.RunDir, confName)
 	defer d.cleanup(log)
 	if err := atomicfile.WriteBytes(script, pa, 0o644); err != nil {
-		return fmt.Errorf("pulse: %w", err)
+		return err
 	}
 	if err := atomicfile.WriteBytes(confPath, conf, 0o644); err != nil {
-		return fmt.Errorf("pulse: %w", err)
+		return err
 	}
 	if err := WriteCookie(d.CookieFile, cookie); err != nil {
-		return fmt.Errorf("pulse: %w", err)
+		return err
 	}
 
 	binary := d.Binary
@@ -284,13 +284,13 @@ func (d *Daemon) removeStale() error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("pulse: %w", err)
+			return err
 		}
 		if fi.Mode().Type() != p.typ {
-			return fmt.Errorf("pulse: %s exists and is a %v, not a %v; refusing to remove it", p.path, fi.Mode().Type(), p.typ)
+			return fmt.Errorf("%s exists and is a %v, not a %v; refusing to remove it", p.path, fi.Mode().Type(), p.typ)
 		}
 		if err := os.Remove(p.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("pulse: removing stale %s: %w", p.path, err)
+			return fmt.Errorf("removing stale %s: %w", p.path, err)
 		}
 	}
 	return nil
