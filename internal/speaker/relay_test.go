@@ -372,6 +372,8 @@ func BenchmarkRelayFanOut(b *testing.B) {
 				Server:    wsserver.Config{Addr: "127.0.0.1:0"},
 				FIFO:      filepath.Join(b.TempDir(), "speaker"),
 				MaxBehind: time.Hour, // measure delivery, not skipping
+				// Above the default of 64, as a benchmark passes it.
+				MaxListeners: n,
 			})
 			if err != nil {
 				b.Fatal(err)
