@@ -102,19 +102,7 @@ func (s *opusSender) Serve(c *wsserver.Conn) {
 		drainUntilClosed(c)
 		return
 	}
-	r.take(c, log)
-	defer r.release(c)
-
-	stop := make(chan struct{})
-	pinger := make(chan struct{})
-	go func() {
-		defer close(pinger)
-		c.KeepAlive(stop)
-	}()
-	defer func() {
-		close(stop)
-		<-pinger
-	}()
+	defer r.hold(c, log)()
 
 	d, err := s.startDecoder(c, conv, log)
 	if err != nil {

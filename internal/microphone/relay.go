@@ -215,6 +215,24 @@ type sender struct {
 	detect bool // undeclared: the rate is detected (undeclared.go)
 }
 
+// hold makes c the microphone's sender and keeps it pinged; the returned
+// func stops the pings and gives the slot back. Every kind of sender
+// (declared, undeclared, Opus) owns the microphone this one way.
+func (r *Relay) hold(c *wsserver.Conn, log *slog.Logger) (release func()) {
+	r.take(c, log)
+	stop := make(chan struct{})
+	pinger := make(chan struct{})
+	go func() {
+		defer close(pinger)
+		c.KeepAlive(stop)
+	}()
+	return func() {
+		close(stop)
+		<-pinger
+		r.release(c)
+	}
+}
+
 func (s *sender) Serve(c *wsserver.Conn) {
 	r := s.r
 	log := r.log.With("peer", c.Peer())
@@ -226,19 +244,7 @@ func (s *sender) Serve(c *wsserver.Conn) {
 		drainUntilClosed(c)
 		return
 	}
-	r.take(c, log)
-	defer r.release(c)
-
-	stop := make(chan struct{})
-	pinger := make(chan struct{})
-	go func() {
-		defer close(pinger)
-		c.KeepAlive(stop)
-	}()
-	defer func() {
-		close(stop)
-		<-pinger
-	}()
+	defer r.hold(c, log)()
 	var und *undeclaredStream
 	if s.detect {
 		und = r.newUndeclaredStream(c, log)
