@@ -357,18 +357,11 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
-	play := func() (time.Time, func() error, error) { return l.paplay(ctx, env, sink, wav) }
-	if l.Stream {
-		st, err := startStream(ctx, l.Pacat, sink, env, pcm)
-		if err != nil {
-			return res, err
-		}
-		defer st.stop()
-		play = func() (time.Time, func() error, error) {
-			at, err := st.play(ctx)
-			return at, func() error { return nil }, err
-		}
+	play, stopPlayer, err := l.player(ctx, env, sink, wav, pcm)
+	if err != nil {
+		return res, err
 	}
+	defer stopPlayer()
 	var played []time.Time
 	for i := 0; i < bursts; i++ {
 		at, wait, err := play()
@@ -556,6 +549,22 @@ func (l *Latency) encoderStarts(ctx context.Context) (float64, bool) {
 // paplay starts one paplay playing wav; the returned time is when the
 // process was started, so its start-up counts as latency, as it does for
 // any application that opens a stream to play a sound.
+// player returns what plays one burst: a paplay per burst, or with Stream
+// one long-running pacat stream; stop ends that stream.
+func (l *Latency) player(ctx context.Context, env []string, sink, wav string, pcm []byte) (play func() (time.Time, func() error, error), stop func(), err error) {
+	if !l.Stream {
+		return func() (time.Time, func() error, error) { return l.paplay(ctx, env, sink, wav) }, func() {}, nil
+	}
+	st, err := startStream(ctx, l.Pacat, sink, env, pcm)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func() (time.Time, func() error, error) {
+		at, err := st.play(ctx)
+		return at, func() error { return nil }, err
+	}, st.stop, nil
+}
+
 func (l *Latency) paplay(ctx context.Context, env []string, sink, wav string) (time.Time, func() error, error) {
 	cmd := exec.CommandContext(ctx, l.Paplay, "--device="+sink, wav)
 	cmd.Env = env

@@ -279,18 +279,11 @@ func (l *OpusLatency) Run(ctx context.Context) (OpusLatencyResult, error) {
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
-	play := func() (time.Time, func() error, error) { return l.paplay(ctx, env, sink, wav) }
-	if l.Stream {
-		st, err := startStream(ctx, l.Pacat, sink, env, pcm)
-		if err != nil {
-			return res, err
-		}
-		defer st.stop()
-		play = func() (time.Time, func() error, error) {
-			at, err := st.play(ctx)
-			return at, func() error { return nil }, err
-		}
+	play, stopPlayer, err := l.player(ctx, env, sink, wav, pcm)
+	if err != nil {
+		return res, err
 	}
+	defer stopPlayer()
 	for i := 0; i < bursts; i++ {
 		for drained := false; !drained; {
 			select {
