@@ -90,6 +90,9 @@ func (c *Client) fetchPackages(ctx context.Context, r *release, component, arch 
 		if !ok {
 			continue // not published in this form
 		}
+		if want.Size > maxIndex {
+			return debian.VerifiedIndex{}, fmt.Errorf("%s %s: Release says %d bytes, more than the %d this client reads", suite, want.Path, want.Size, maxIndex)
+		}
 		it := indexItem(r, want, dir)
 		data, err := c.http().Bytes(ctx, it, c.Progress)
 		if errors.Is(err, fetch.ErrNotFound) {

@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/debian"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
 // networkTest gates tests that reach the real archive: they run when asked
 // for, and under CI a failure to reach the mirror fails instead of skipping.
 func networkTest(t *testing.T) (ci bool) {
 	t.Helper()
-	ci = os.Getenv("CI") == "true"
+	ci = testenv.CI()
 	if !ci && os.Getenv("IMAGECTL_NETWORK_TESTS") != "1" {
 		t.Skip("set IMAGECTL_NETWORK_TESTS=1 to run against the mirror from the apt sources")
 	}

@@ -7,21 +7,19 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
 func fromLayout(dir string) (*Artifact, error) {
-	p, err := layout.FromPath(dir)
+	// Read index.json with the same cap as an archive's: ggcr's layout
+	// package reads it whole, whatever its size.
+	f, err := os.Open(filepath.Join(dir, "index.json"))
 	if err != nil {
 		return nil, fmt.Errorf("%s: not an OCI layout: %w", dir, err)
 	}
-	idx, err := p.ImageIndex()
+	defer f.Close()
+	m, err := v1.ParseIndexManifest(io.LimitReader(f, maxMetadata))
 	if err != nil {
-		return nil, fmt.Errorf("%s: not an OCI layout: %w", dir, err)
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, fmt.Errorf("%s: index.json: %w", dir, err)
 	}
 	desc, err := theImage(dir, m)
 	if err != nil {

@@ -100,7 +100,16 @@ func spoolImage(dir, where string, desc *remote.Descriptor) error {
 		if err != nil {
 			return fmt.Errorf("%s: blob %s: %w", where, l.Digest, err)
 		}
-		if err := spool(dir, l.Digest, rc); err != nil {
+		if l.Size < 0 {
+			rc.Close()
+			return fmt.Errorf("%s: blob %s: descriptor size %d: a descriptor must give the blob's size", where, l.Digest, l.Size)
+		}
+		// One byte past the manifest's size is enough for the check that
+		// follows to refuse it; a registry sending more fills no disk.
+		if err := spool(dir, l.Digest, struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(rc, l.Size+1), rc}); err != nil {
 			return fmt.Errorf("%s: blob %s: %w", where, l.Digest, err)
 		}
 	}
