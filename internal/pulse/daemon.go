@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -156,10 +157,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			log.Info("pulseaudio ready", "pid", p.Pid(), "socket", d.Socket)
 			ready(true)
+			// The monitor watch lives and dies with this PulseAudio: ctx ends
+			// when it exits, and the supervisor waits for OnStart, so the
+			// watch never outlives it (nor the run dir's cleanup).
+			var monitorWatch sync.WaitGroup
 			if !d.WarmSpeaker {
-				go d.keepWatchingMonitor(ctx, cookie, log)
+				monitorWatch.Go(func() { d.keepWatchingMonitor(ctx, cookie, log) })
 			}
 			d.watch(ctx, p, cookie, ready, log)
+			monitorWatch.Wait()
 		},
 		OnExit: func(p *supervise.Process, err error) {
 			ready(false)

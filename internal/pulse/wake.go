@@ -40,6 +40,9 @@ func watchSpeakerMonitor(ctx context.Context, socket string, cookie []byte, log 
 	}
 	defer c.Close()
 	c.conn.SetDeadline(time.Now().Add(requestTimeout))
+	if ctx.Err() != nil { // the cancel hook's "deadline now" was just overwritten
+		return ctx.Err()
+	}
 	monitor, err := c.lookup(cmdLookupSource, sinkName+".monitor")
 	if err != nil {
 		return fmt.Errorf("speaker monitor watch: source %s.monitor: %w", sinkName, ctxErr(ctx, err))
@@ -74,6 +77,9 @@ func watchSpeakerMonitor(ctx context.Context, socket string, cookie []byte, log 
 			continue
 		}
 		c.conn.SetDeadline(time.Now().Add(requestTimeout))
+		if ctx.Err() != nil { // the cancel hook's "deadline now" was just overwritten
+			return ctx.Err()
+		}
 		src, err := c.sourceOfOutput(ev.index)
 		if errors.Is(err, ErrNoEntity) {
 			continue // gone already

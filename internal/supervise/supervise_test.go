@@ -584,22 +584,3 @@ func TestStopContinuesAStoppedChild(t *testing.T) {
 		t.Fatalf("err = %v after %s, want terminated by its SIGTERM", p.Err(), time.Since(start))
 	}
 }
-
-// A stopped child that also ignores TERM is killed after the grace.
-func TestStopKillsAStoppedChildIgnoringTERM(t *testing.T) {
-	need(t, "/bin/sh")
-	h := newRecords()
-	p, err := NewReaper(slog.New(h), false).Start(sh(`trap '' TERM; echo ready >&2; while :; do sleep 0.05; done`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "trap installed", func() bool { return h.find("ready") != nil })
-	p.Signal(syscall.SIGSTOP)
-	if err := p.Stop(100 * time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	var ee *ExitError
-	if !errors.As(p.Err(), &ee) || ee.Status.Signal() != syscall.SIGKILL {
-		t.Fatalf("err = %v, want killed by SIGKILL", p.Err())
-	}
-}
