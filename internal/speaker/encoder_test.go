@@ -185,7 +185,7 @@ func TestEncoderStallRestartsAndUnreadies(t *testing.T) {
 func TestFFmpegCommand(t *testing.T) {
 	args := strings.Join(ffmpegArgs(), " ")
 	for _, want := range []string{
-		"-f pulse -sample_rate 44100 -channels 1 -fragment_size 512 -i speaker.monitor",
+		"-f pulse -sample_rate 44100 -channels 1 -fragment_size 256 -i speaker.monitor",
 		"-f mpegts -correct_ts_overflow 0 -codec:a mp2 -b:a 128k -ac 1 -ar 44100",
 		"-flush_packets 1 pipe:1",
 	} {
