@@ -45,7 +45,7 @@
 
       # `nix hash path` of `go mod vendor`. CI checks it against go.mod and
       # go.sum; refresh it with: go test ./internal/frontends -run VendorHash -update
-      vendorHash = "sha256-TVqDuhEIo+e53DywP+sWVZbhG/+jkTEzyJ/HGda/lxc=";
+      vendorHash = "sha256-nL1TXt9WG3TdZP4x3Mgt59Wsqed9JfrhZltf9STFlEw=";
 
       # A pure evaluation sees "" for every variable, so these only take
       # effect under --impure; the defaults keep the build pure.

@@ -3,22 +3,20 @@ package speaker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/ogg"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
 // The Opus stream (?codec=opus): ffmpeg's libopus encodes the speaker
-// monitor at 48 kHz mono in frames of OpusFrame, its Ogg muxer flushes one
-// page per frame into a pipe, and the relay sends each page as one
-// websocket message. It has its own encoder, started and stopped by its own
+// monitor at 48 kHz mono in frames of OpusFrame and sends each packet over
+// a socket as it is encoded; the relay wraps each in an Ogg page and sends
+// each page as one websocket message. It has its own encoder, started and stopped by its own
 // listeners, and its own hub; admission, limits and the websocket layer are
 // the MP2 stream's.
 
@@ -42,8 +40,11 @@ const (
 //   - -fragment_size: PulseAudio hands over one frame of s16 samples at a
 //     time, so a frame is encoded as soon as it is captured;
 //   - -application lowdelay: CELT only, no SILK look-ahead;
-//   - -page_duration with -flush_packets 1: one Ogg page per frame, written
-//     at once, so a page is the unit of latency and of skipping ahead.
+//   - -f rtp with -flush_packets 1: each packet is written on its own as
+//     soon as it is encoded, and the relay pages it (opuspages.go), since
+//     ffmpeg's Ogg muxer holds every page back until the next packet; the
+//     payload type marks the packets among RTCP reports, and the SDP that
+//     ffmpeg would print to stdout goes to /dev/null.
 func opusArgs(bitrate int, frame time.Duration) []string {
 	samples := int(frame.Seconds() * opusRate)
 	return []string{
@@ -56,7 +57,8 @@ func opusArgs(bitrate int, frame time.Duration) []string {
 		"-c:a", "libopus", "-b:a", strconv.Itoa(bitrate), "-ac", "1", "-ar", strconv.Itoa(opusRate),
 		"-frame_duration", strconv.FormatFloat(float64(frame)/float64(time.Millisecond), 'f', -1, 64),
 		"-application", "lowdelay",
-		"-f", "ogg", "-page_duration", strconv.FormatInt(frame.Microseconds(), 10),
+		"-f", "rtp", "-payload_type", strconv.Itoa(opusPayloadType),
+		"-packetsize", strconv.Itoa(opusPacketSize), "-sdp_file", os.DevNull,
 		"-flush_packets", "1",
 		"pipe:1",
 	}
@@ -93,9 +95,6 @@ type opusStream struct {
 	// lastData is when the reader last got bytes (UnixNano), the watchdog's
 	// evidence that the Opus encoder is alive.
 	lastData atomic.Int64
-	// resetSplitter is set before an encoder is forked, so a partial page
-	// of the previous one is dropped.
-	resetSplitter atomic.Bool
 	// headerSerial is the serial of the stream whose headers the hub
 	// holds; live tells whether there is one. Both are guarded by hub.mu.
 	headerSerial uint32
@@ -118,17 +117,14 @@ func (r *Relay) newOpusStream() *opusStream {
 	return o
 }
 
-// runOpus reads the Opus encoder's pipe and, with an FFmpeg configured,
+// runOpus reads the Opus encoder's socket and, with an FFmpeg configured,
 // runs the encoder on demand, until ctx ends; then it stops the encoder and
 // the reader and returns.
 func (r *Relay) runOpus(ctx context.Context) error {
-	in, out, err := os.Pipe()
+	in, out, err := opusSocket()
 	if err != nil {
-		return fmt.Errorf("opus encoder pipe: %w", err)
+		return err
 	}
-	// A small pipe, as the FIFO: the reader drains it continuously, and a
-	// stalled reader should not let seconds of pages pile up.
-	_, _ = fifo.SetPipeSize(out, pipeSize)
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
@@ -146,25 +142,22 @@ func (r *Relay) runOpus(ctx context.Context) error {
 	enc := r.encoderFor(encoderWiring{
 		codec: CodecOpus, args: opusArgs(r.cfg.OpusBitrate, r.cfg.OpusFrame), out: out,
 		hub: r.opus.hub, nudge: r.opus.nudge, lastData: &r.opus.lastData,
-		beforeStart: func() {
-			r.opus.resetSplitter.Store(true)
-			r.opus.clearHeaders()
-		},
-		stopping: r.opus.clearHeaders,
+		beforeStart: r.opus.clearHeaders,
+		stopping:    r.opus.clearHeaders,
 	})
 	enc.run(ctx)
 	return nil
 }
 
-// readOpus cuts the encoder's output into Ogg pages and publishes each as
-// one chunk. The hub keeps the current stream's header pages for joiners;
-// a new OpusHead (an encoder restart: a chained stream with a new serial)
+// readOpus pages the encoder's packets and publishes each page as one
+// chunk. The hub keeps the current stream's header pages for joiners; a new
+// OpusHead (an encoder restart: a chained stream with a new serial)
 // replaces them and goes to everyone listening, so their decoders reset.
 func (r *Relay) readOpus(in io.Reader) {
 	o := r.opus
 	var (
-		s   ogg.Splitter
-		buf = make([]byte, readSize)
+		pager opusPager
+		buf   = make([]byte, 64<<10) // larger than any datagram
 	)
 	for {
 		n, err := in.Read(buf)
@@ -174,21 +167,17 @@ func (r *Relay) readOpus(in io.Reader) {
 			if r.stalledSeen() {
 				r.cfg.Log.Info("encoder stream flows again", "codec", CodecOpus)
 			}
-			if o.resetSplitter.Swap(false) {
-				s = ogg.Splitter{}
+			pages, perr := pager.push(buf[:n])
+			if perr != nil {
+				r.cfg.Log.Error("dropping a packet", "codec", CodecOpus, "err", perr)
 			}
-			_, _ = s.Write(buf[:n])
-			for {
-				p, ok := s.Next()
-				if !ok {
-					break
-				}
+			for _, p := range pages {
 				r.publishPage(p, now)
 			}
 		}
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
-				r.cfg.Log.Error("reading the opus encoder's pipe", "err", err)
+				r.cfg.Log.Error("reading the opus encoder's socket", "err", err)
 			}
 			return
 		}

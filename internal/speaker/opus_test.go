@@ -220,9 +220,8 @@ func TestOpusStream(t *testing.T) {
 	samples := decodeOgg(t, ffmpeg, joinPages(all))
 	start := checkTone48k(t, "first listener", samples)
 	// The page carrying the onset: each audio page's packets cover the
-	// next samples of the decoded stream, less the pre-skip. (ffmpeg's
-	// granules follow PulseAudio's capture timestamps, not a sample count.)
-	decodedEnd := -312
+	// next samples of the decoded stream, less the pre-skip.
+	decodedEnd := -opusPreSkip
 	for i, p := range all {
 		if p.Kind != ogg.KindAudio {
 			continue
