@@ -5,6 +5,7 @@
 //	sidecar-bench fanout  --fifo F --ws URL --pid PID [--listeners 1,10,100,1000,2000] [--slow K]
 //	sidecar-bench latency --ws URL --pulse-server unix:SOCK [--pulse-cookie FILE] [--bursts 20]
 //	                      [--breakdown --pid PID] [--proof-delay 100ms]
+//	                      [--codec mp2|opus|both] [--browser internal/e2e/browser]
 //	sidecar-bench churn   --ws URL --pid PID [--cycles 10000 --cycle-rate 200]
 //	sidecar-bench footprint --pid PID --ws URL [--duration 20s] [--listeners 1]
 //	sidecar-bench idle    --pid PID [--duration 20s]
@@ -94,10 +95,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	player := latFS.String("player", "paplay", "paplay: one paplay per burst (its start counts); pacat: one real-time pacat stream")
 	pacat := latFS.String("pacat", "pacat", "pacat binary, with --player pacat and as --breakdown's PCM recorder")
 	breakdown := latFS.Bool("breakdown", false, "also time the bursts at a PCM recorder and at a copy of the relay's encoder (needs --pid and --fifo)")
-	browserDir := latFS.String("browser", "", "also time the bursts at JSMpeg's audio output in headless Chromium, driven by run.mjs in this directory (internal/e2e/browser, after npm ci)")
+	browserDir := latFS.String("browser", "", "also time the bursts at the audio output of a page in headless Chromium, driven by run.mjs in this directory (internal/e2e/browser, after npm ci): MP2 with JSMpeg, Opus with the daemon's own client.js from its speaker port")
 	node := latFS.String("node", "node", "node binary, with --browser")
 	chromium := latFS.String("chromium", "/usr/bin/chromium", "Chromium binary, with --browser")
-	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long; the run must report it back")
+	proofDelay := latFS.Duration("proof-delay", 0, "add a listener behind a TCP proxy delaying the stream this long (MP2), and with --browser a tap behind a DelayNode of this length on each page's output; the run must report it back")
 	// Issue 13: the Opus stream, alone or beside MP2 in one run.
 	codec := latFS.String("codec", "mp2", "mp2; opus (?codec=opus, timed at the page carrying the onset and at the decoder); both: MP2 then Opus in one run, with bytes per second")
 

@@ -161,10 +161,7 @@ func (r LatencyResult) WriteTable(w io.Writer) error {
 	if r.Heard != nil {
 		fmt.Fprintf(w, "heard: %s start -> onset at JSMpeg's audio output in Chromium, %d bursts: median %s ms, p95 %s ms, max %s ms\n",
 			r.Player, r.Heard.N, ms(r.Heard.P50), ms(r.Heard.P95), ms(r.Heard.Max))
-		for _, p := range r.Browser {
-			fmt.Fprintf(w, "  page: AudioContext %g Hz %s, baseLatency %.1f ms, outputLatency %.1f ms, mapped by %s\n",
-				p.SampleRate, p.State, 1000*p.BaseLatency, 1000*p.OutputLatency, p.Mapped)
-		}
+		writeBrowser(w, r.Browser)
 	}
 	if r.HeardAdded != nil {
 		fmt.Fprintf(w, "proof: the page's tap behind a %s ms DelayNode heard the bursts %s ms later (median of %d; p95 %s ms)\n",

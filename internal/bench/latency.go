@@ -341,10 +341,7 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 	var page *heardRun
 	if l.Browser != nil {
 		l.logf("starting the browser page")
-		// It listens through the settling wait and the bursts, plus time
-		// for the last one to be heard.
-		secs := (2*time.Second + time.Duration(bursts)*interval + 3*time.Second).Seconds()
-		if page, err = l.Browser.start(ctx, l.Target.WS, l.ProofDelay, secs); err != nil {
+		if page, err = l.Browser.listen(ctx, l.Target.WS, "", l.ProofDelay, bursts, interval); err != nil {
 			return res, err
 		}
 		defer page.close()
@@ -421,14 +418,8 @@ func (l *Latency) Run(ctx context.Context) (LatencyResult, error) {
 		fill(res.Bursts, pcmOnsets(pcmRec.snapshot()), interval, func(b *BurstTiming, d time.Duration) { b.PCM = d })
 	}
 	if page != nil {
-		players, err := page.players(ctx)
-		if err != nil {
+		if res.Browser, err = page.fill(ctx, res.Bursts, interval, l.ProofDelay); err != nil {
 			return res, err
-		}
-		res.Browser = players
-		fill(res.Bursts, unixMillis(players[0].Onsets), interval, func(b *BurstTiming, d time.Duration) { b.Heard = d })
-		if len(players) > 1 {
-			fill(res.Bursts, unixMillis(players[1].Onsets), interval+l.ProofDelay, func(b *BurstTiming, d time.Duration) { b.HeardDelayed = d })
 		}
 	}
 	l.summarize(&res)
@@ -467,7 +458,7 @@ func firstIn(ts []time.Time, from, to time.Time) (int, bool) {
 }
 
 func (l *Latency) summarize(res *LatencyResult) {
-	var listener, pcm, enc, relay, frame, added, fills, heard, heardAdded []time.Duration
+	var listener, pcm, enc, relay, frame, added, fills []time.Duration
 	for _, b := range res.Bursts {
 		if b.Listener == 0 {
 			res.Missed++
@@ -488,12 +479,6 @@ func (l *Latency) summarize(res *LatencyResult) {
 		if b.Delayed != 0 {
 			added = append(added, b.Delayed-b.Listener)
 		}
-		if b.Heard != 0 {
-			heard = append(heard, b.Heard)
-		}
-		if b.Heard != 0 && b.HeardDelayed != 0 {
-			heardAdded = append(heardAdded, b.HeardDelayed-b.Heard)
-		}
 	}
 	res.Delays = append([]time.Duration(nil), listener...)
 	res.Summary = Summarize(listener)
@@ -513,14 +498,7 @@ func (l *Latency) summarize(res *LatencyResult) {
 		s := Summarize(added)
 		res.Added = &s
 	}
-	if len(heard) > 0 {
-		s := Summarize(heard)
-		res.Heard = &s
-	}
-	if len(heardAdded) > 0 {
-		s := Summarize(heardAdded)
-		res.HeardAdded = &s
-	}
+	res.Heard, res.HeardAdded = heardSummaries(res.Bursts)
 }
 
 func dialWS(ctx context.Context, u string) (*websocket.Conn, error) {

@@ -46,6 +46,11 @@ func WithCodec(ws, codec string) (string, error) {
 // ffmpeg's decoded output shows the onset, this excludes the listener's
 // decoder: it is the stream's latency, which is what the relay and the
 // encoder are responsible for.
+//
+// With Browser, the bursts are also timed as a person hears them: the
+// sidecar's own web client (client.js, WebCodecs into its AudioWorklet
+// jitter buffer) on the sidecar's own page in headless Chromium, tapped at
+// its output as Latency taps JSMpeg's, with the same DelayNode proof.
 type OpusLatency struct {
 	Latency // Target.WS gets ?codec=opus
 }
@@ -67,6 +72,15 @@ type OpusLatencyResult struct {
 	BytesPerSecond float64 `json:"bytes_per_second"`
 	PagesPerSecond float64 `json:"pages_per_second"`
 	Load1          float64 `json:"load1_at_end"`
+	// HeardDelays are, per burst, its start -> its onset at the output of
+	// the sidecar's client.js in Chromium (0: not heard); Heard summarises
+	// them, HeardAdded the tap behind the ProofDelay DelayNode minus the
+	// direct one; Browser is what the page said about its audio output.
+	HeardDelays []time.Duration `json:"heard_delays_ns,omitempty"`
+	Heard       *Summary        `json:"heard,omitempty"`
+	HeardAdded  *Summary        `json:"heard_added,omitempty"`
+	ProofDelay  time.Duration   `json:"proof_delay_ns,omitempty"`
+	Browser     []HeardPlayer   `json:"browser,omitempty"`
 }
 
 // pageSpan is one received audio page: when it arrived and the decoded
@@ -274,6 +288,21 @@ func (l *OpusLatency) Run(ctx context.Context) (OpusLatencyResult, error) {
 		<-fwdDone
 	}()
 
+	var page *heardRun
+	if l.Browser != nil {
+		client, err := ClientPage(l.Target.WS)
+		if err != nil {
+			return res, err
+		}
+		l.logf("opus: starting the sidecar's client page %s in the browser", client)
+		if page, err = l.Browser.listen(ctx, l.Target.WS, client, l.ProofDelay, bursts, interval); err != nil {
+			return res, err
+		}
+		defer page.close()
+		res.ProofDelay = l.ProofDelay
+		l.logf("opus: client.js plays in the browser")
+	}
+
 	select {
 	case <-time.After(time.Second):
 	case <-ctx.Done():
@@ -284,6 +313,7 @@ func (l *OpusLatency) Run(ctx context.Context) (OpusLatencyResult, error) {
 		return res, err
 	}
 	defer stopPlayer()
+	var heard []BurstTiming // the bursts' starts, for the page's onsets
 	for i := 0; i < bursts; i++ {
 		for drained := false; !drained; {
 			select {
@@ -296,6 +326,7 @@ func (l *OpusLatency) Run(ctx context.Context) (OpusLatencyResult, error) {
 		if err != nil {
 			return res, err
 		}
+		heard = append(heard, BurstTiming{Played: played})
 		timeout := time.NewTimer(interval + 2*time.Second)
 		select {
 		case at := <-onsets:
@@ -332,6 +363,16 @@ func (l *OpusLatency) Run(ctx context.Context) (OpusLatencyResult, error) {
 	}
 	m.mu.Unlock()
 	res.Load1 = Load1(l.Target.procRoot())
+	if page != nil {
+		if res.Browser, err = page.fill(ctx, heard, interval, l.ProofDelay); err != nil {
+			return res, err
+		}
+		for _, b := range heard {
+			res.HeardDelays = append(res.HeardDelays, b.Heard)
+			l.logf("opus burst at %s: heard %s ms, heard delayed %s ms", b.Played.Format("15:04:05.000"), ms(b.Heard), ms(b.HeardDelayed))
+		}
+		res.Heard, res.HeardAdded = heardSummaries(heard)
+	}
 	res.Summary = Summarize(append([]time.Duration(nil), res.Delays...))
 	res.Decoded = Summarize(append([]time.Duration(nil), res.DecodedDelays...))
 	if len(res.Delays) == 0 {
@@ -349,6 +390,15 @@ func (r OpusLatencyResult) WriteTable(w io.Writer) error {
 		r.Player, r.Summary.N, r.Missed, ms(r.Summary.P50), ms(r.Summary.P95), ms(r.Summary.P99), ms(r.Summary.Max))
 	_, err := fmt.Fprintf(w, "opus onset at the decoder's output: p50 %s ms, p95 %s ms, max %s ms\n",
 		ms(r.Decoded.P50), ms(r.Decoded.P95), ms(r.Decoded.Max))
+	if r.Heard != nil {
+		fmt.Fprintf(w, "opus heard: onset at the output of the sidecar's client.js in Chromium, %d bursts: p50 %s ms, p95 %s ms, max %s ms\n",
+			r.Heard.N, ms(r.Heard.P50), ms(r.Heard.P95), ms(r.Heard.Max))
+	}
+	writeBrowser(w, r.Browser)
+	if r.HeardAdded != nil {
+		_, err = fmt.Fprintf(w, "proof: the page's tap behind a %s ms DelayNode heard the bursts %s ms later (median of %d; p95 %s ms)\n",
+			ms(r.ProofDelay), ms(r.HeardAdded.P50), r.HeardAdded.N, ms(r.HeardAdded.P95))
+	}
 	return err
 }
 
@@ -422,8 +472,36 @@ func (c CodecComparison) WriteTable(w io.Writer) error {
 		ms(c.Opus.Decoded.P50), ms(c.Opus.Decoded.P95), ms(c.Opus.Decoded.Max), c.Opus.BytesPerSecond*8/1000)
 	fmt.Fprintf(tw, "opus\tpage arrival\t%d\t%d\t%s\t%s\t%s\t%.1f\t\n", c.Opus.Summary.N, c.Opus.Missed,
 		ms(c.Opus.Summary.P50), ms(c.Opus.Summary.P95), ms(c.Opus.Summary.Max), c.Opus.BytesPerSecond*8/1000)
+	// Heard: the onset at the page's audio output in Chromium; missed is
+	// what the page did not hear of the bursts played.
+	for _, h := range []struct {
+		codec, at string
+		s         *Summary
+		played    int
+	}{
+		{"mp2", "heard: JSMpeg in Chromium", c.MP2.Heard, len(c.MP2.Bursts)},
+		{"opus", "heard: client.js in Chromium", c.Opus.Heard, len(c.Opus.HeardDelays)},
+	} {
+		if h.s != nil {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t\t\n", h.codec, h.at, h.s.N, h.played-h.s.N, ms(h.s.P50), ms(h.s.P95), ms(h.s.Max))
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, p := range []struct {
+		codec string
+		delay time.Duration
+		s     *Summary
+	}{{"mp2", c.MP2.ProofDelay, c.MP2.HeardAdded}, {"opus", c.Opus.ProofDelay, c.Opus.HeardAdded}} {
+		if p.s != nil {
+			fmt.Fprintf(w, "proof (%s page): the tap behind a %s ms DelayNode heard the bursts %s ms later (median of %d; p95 %s ms)\n",
+				p.codec, ms(p.delay), ms(p.s.P50), p.s.N, ms(p.s.P95))
+		}
+	}
+	if s := opusClientStats(c.Opus.Browser); s != nil {
+		fmt.Fprintf(w, "opus page's client.js at the end: buffer %.1f ms (target %.0f), %d underruns, %d dropped, its own latency estimate %.1f ms\n",
+			s.BufferMs, s.TargetMs, s.Underruns, s.Dropped, s.LatencyMs)
 	}
 	if len(c.CPU) == 0 {
 		return nil
