@@ -329,6 +329,13 @@ func (r *Relay) receive(c *wsserver.Conn, conv *Converter, und *undeclaredStream
 	}
 }
 
+// closing tells whether the server is closing c (replaced by a newer
+// sender, or the relay is stopping), as opposed to the peer having left: a
+// closing sender's audio is dropped, and nothing of it is waited for.
+func closing(c *wsserver.Conn) bool {
+	return c != nil && c.Context().Err() != nil
+}
+
 // drainUntilClosed reads, after a close frame was sent, until the peer's
 // close frame or the close deadline ends the connection: closing a socket
 // that still holds unread client data makes the kernel send a reset, which

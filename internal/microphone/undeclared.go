@@ -223,18 +223,12 @@ func (u *undeclaredStream) close() {
 	// PulseAudio here, as long as it makes progress and the connection is
 	// not being closed by the server: a replaced sender's audio is dropped,
 	// and a stopping daemon must not wait on PulseAudio.
-	for i := 0; len(u.backlog) > 0 && !u.closing() && i < int(10*backlogStall/time.Millisecond); i++ {
+	for i := 0; len(u.backlog) > 0 && !closing(u.c) && i < int(10*backlogStall/time.Millisecond); i++ {
 		u.mu.Unlock()
 		time.Sleep(time.Millisecond)
 		u.mu.Lock()
 		u.convert(nil, false)
 	}
-}
-
-// closing tells whether the server is closing the connection (replaced by
-// a newer sender, or shutdown), as opposed to the peer having left.
-func (u *undeclaredStream) closing() bool {
-	return u.c != nil && u.c.Context().Err() != nil
 }
 
 // decide makes the converter for rate and flushes what was held.
