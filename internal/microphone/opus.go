@@ -317,20 +317,8 @@ func (s *opusSender) readDecoded(c *wsserver.Conn, d *opusDecoder, conv *Convert
 			// Convert whole frames only; a read may end mid-sample.
 			pending = append(pending, buf[:n]...)
 			whole := len(pending) / frame * frame
-			var san Sanitized
-			out, san = conv.Convert(out[:0], pending[:whole])
+			out = r.writeCurrent(c, conv, out, pending[:whole])
 			pending = append(pending[:0], pending[whole:]...)
-			r.m.sanitized.WithLabelValues(sanitizedNonFinite).Add(float64(san.NonFinite))
-			r.m.sanitized.WithLabelValues(sanitizedClamped).Add(float64(san.Clamped))
-			if len(out) > 0 {
-				r.mu.Lock()
-				if r.current == c {
-					written, dropped := r.writer.Write(out)
-					r.m.written.Add(float64(written))
-					r.m.dropped.Add(float64(dropped))
-				}
-				r.mu.Unlock()
-			}
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -366,10 +354,7 @@ func (r *Relay) receiveOpus(c *wsserver.Conn, d *opusDecoder) error {
 		if n == 0 {
 			continue
 		}
-		r.mu.Lock()
-		current := r.current == c
-		r.mu.Unlock()
-		if !current {
+		if !r.isCurrent(c) {
 			continue // replaced: its audio is dropped
 		}
 		if !d.write(buf[:n]) {
