@@ -45,6 +45,13 @@ const opusRate = 48000
 // packet at the highest rates is the only thing that could be larger.
 const maxOpusPage = 4096
 
+// decoderGrace is how long a decoder has to exit after its stdin closed
+// and it got TERM, before it is killed. ffmpeg decoding to a pipe has
+// nothing to save and exits in milliseconds; the grace only bounds one that
+// is hung (stopped, starved), which nothing may wait on for long: not the
+// sender that replaces its sender, not a stopping daemon.
+const decoderGrace = 200 * time.Millisecond
+
 // reasonOpus labels senders closed for sending something that is not an
 // Opus packet.
 const reasonOpus = "opus"
@@ -111,7 +118,7 @@ func (s *opusSender) Serve(c *wsserver.Conn) {
 		drainUntilClosed(c)
 		return
 	}
-	defer d.stop()
+	defer func() { d.stop(closing(c)) }()
 	log.Info("microphone sender connected", "format", "opus", "rate", s.rate, "channels", s.channels)
 	err = r.receiveOpus(c, d)
 	log.Info("microphone sender disconnected", "reason", err)
@@ -169,7 +176,7 @@ func (s *opusSender) startDecoder(c *wsserver.Conn, conv *Converter, log *slog.L
 			Stdout: outW,
 		},
 		Backoff: supervise.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second},
-		Grace:   time.Second,
+		Grace:   decoderGrace,
 		Log:     log,
 	}
 	var serial uint32
@@ -237,20 +244,29 @@ func (d *opusDecoder) closeInput() {
 	d.ogg = nil
 }
 
-// stop ends the child (TERM, then KILL) and the reader, and returns once
-// both are gone.
-func (d *opusDecoder) stop() {
+// stop ends the child and the reader, and returns once both are gone,
+// within decoderGrace and the time to reap a killed child. The child gets
+// TERM (with SIGCONT, should it be stopped) and then the end of its stdin:
+// ffmpeg restarts a read that a signal interrupted, so only the end of the
+// input lets a live decoder that is waiting for packets exit before the
+// KILL. Its last frames still reach the pipe unless the server is closing
+// the connection (closing: replaced, or the relay is stopping), whose audio
+// is dropped anyway: then the reader stops at once.
+func (d *opusDecoder) stop(closing bool) {
 	d.cancel()
-	// The reader ends when the output pipe closes; the supervisor has
-	// stopped the child by the time it returns, so closing both ends
-	// after a short wait cannot cut audio still worth having.
-	d.outW.Close()
-	d.outR.SetReadDeadline(time.Now().Add(2 * time.Second))
-	<-d.done
-	d.outR.Close()
 	d.mu.Lock()
 	d.closeInput()
 	d.mu.Unlock()
+	// The reader ends when the output pipe closes, which the child's exit
+	// does; the deadline is for a child whose exit is not seen in time.
+	d.outW.Close()
+	deadline := time.Now().Add(decoderGrace)
+	if closing {
+		deadline = time.Now()
+	}
+	d.outR.SetReadDeadline(deadline)
+	<-d.done
+	d.outR.Close()
 }
 
 // write wraps one packet in a page for the current child; it reports
@@ -301,20 +317,8 @@ func (s *opusSender) readDecoded(c *wsserver.Conn, d *opusDecoder, conv *Convert
 			// Convert whole frames only; a read may end mid-sample.
 			pending = append(pending, buf[:n]...)
 			whole := len(pending) / frame * frame
-			var san Sanitized
-			out, san = conv.Convert(out[:0], pending[:whole])
+			out = r.writeCurrent(c, conv, out, pending[:whole])
 			pending = append(pending[:0], pending[whole:]...)
-			r.m.sanitized.WithLabelValues(sanitizedNonFinite).Add(float64(san.NonFinite))
-			r.m.sanitized.WithLabelValues(sanitizedClamped).Add(float64(san.Clamped))
-			if len(out) > 0 {
-				r.mu.Lock()
-				if r.current == c {
-					written, dropped := r.writer.Write(out)
-					r.m.written.Add(float64(written))
-					r.m.dropped.Add(float64(dropped))
-				}
-				r.mu.Unlock()
-			}
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -350,10 +354,7 @@ func (r *Relay) receiveOpus(c *wsserver.Conn, d *opusDecoder) error {
 		if n == 0 {
 			continue
 		}
-		r.mu.Lock()
-		current := r.current == c
-		r.mu.Unlock()
-		if !current {
+		if !r.isCurrent(c) {
 			continue // replaced: its audio is dropped
 		}
 		if !d.write(buf[:n]) {

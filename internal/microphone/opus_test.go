@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/ogg"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/supervise"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
 // opusPackets encodes samples (48 kHz mono) with ffmpeg's libopus in 20 ms
@@ -306,5 +310,42 @@ func TestOpusBurstIsDroppedNotQueued(t *testing.T) {
 		testutil.ToFloat64(r.m.written), testutil.ToFloat64(r.m.dropped))
 	if secs > 1.5 {
 		t.Errorf("a 5 s burst of packets played %.2f s of tone: late audio was queued, not dropped", secs)
+	}
+}
+
+// A decoder hung beyond what SIGCONT and the end of its input cure (here
+// one that never reads and ignores TERM) is killed after decoderGrace: a
+// relay with its sender connected stops within a second, and the decoder
+// is gone.
+func TestOpusHungDecoderDoesNotHoldTheStop(t *testing.T) {
+	sh := testenv.Tool(t, "sh")
+	// Named ffmpeg so that decoderPids finds it.
+	hung := filepath.Join(t.TempDir(), "ffmpeg")
+	if err := os.WriteFile(hung, []byte("#!"+sh+"\ntrap '' TERM\nwhile :; do sleep 1; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{Server: wsserver.Config{Addr: "127.0.0.1:0"}, FIFO: makeFIFO(t), FFmpeg: hung, Reaper: startTestReaper(t),
+		Log: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runRelay(r)
+	c := dial(t, r, "format=opus")
+	waitUntil(t, "the decoder to start", func() bool { return len(decoderPids(t)) == 1 })
+	pid := decoderPids(t)[0]
+	t.Cleanup(func() {
+		if slices.Contains(decoderPids(t), pid) {
+			syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	})
+	took := stop(t, c)
+	t.Logf("relay with a hung decoder stopped in %v", took)
+	// Without margin: a second of grace can never pass it, 200 ms leaves
+	// ample room.
+	if took > time.Second {
+		t.Errorf("the relay took %v to stop, want under 1 s", took)
+	}
+	if p := decoderPids(t); len(p) != 0 {
+		t.Errorf("decoder still running after the relay stopped: %v", p)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/fifo"
@@ -31,6 +32,9 @@ type pipeWriter struct {
 	frame int // bytes per frame of the pipe format
 	want  int // bytes allowed to wait in the pipe, also the buffer size asked for
 	log   *slog.Logger
+	// written and dropped count every byte Write is given: the one place
+	// that knows which went into the pipe.
+	written, dropped prometheus.Counter
 
 	f       *os.File
 	pending []byte // tail of a frame that a short write split
@@ -40,19 +44,29 @@ type pipeWriter struct {
 // newPipeWriter prepares a writer that lets at most maxQueued of audio wait
 // in the pipe. PulseAudio's pipe source only reads while something records,
 // so whatever queues up meanwhile is what the next recorder hears first.
-func newPipeWriter(path string, pipe Format, maxQueued time.Duration, log *slog.Logger) *pipeWriter {
+// What it writes and drops is counted in m.
+func newPipeWriter(path string, pipe Format, maxQueued time.Duration, log *slog.Logger, m *metrics) *pipeWriter {
 	return &pipeWriter{
 		path:    path,
 		frame:   pipe.FrameSize(),
 		want:    int(float64(pipe.Rate*pipe.FrameSize()) * maxQueued.Seconds()),
 		log:     log,
+		written: m.written,
+		dropped: m.dropped,
 		pending: make([]byte, 0, pipe.FrameSize()),
 	}
 }
 
-// Write sends b (whole frames of the pipe format) and reports how many bytes
-// went into the pipe and how many were dropped.
+// Write sends b (whole frames of the pipe format), counts and reports how
+// many bytes went into the pipe and how many were dropped.
 func (w *pipeWriter) Write(b []byte) (written, dropped int) {
+	written, dropped = w.write(b)
+	w.written.Add(float64(written))
+	w.dropped.Add(float64(dropped))
+	return written, dropped
+}
+
+func (w *pipeWriter) write(b []byte) (written, dropped int) {
 	if w.f == nil && !w.open() {
 		return 0, len(b)
 	}

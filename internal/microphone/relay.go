@@ -153,7 +153,7 @@ func New(cfg Config) (*Relay, error) {
 		pipe:   pipe,
 		m:      m,
 		log:    cfg.Log,
-		writer: newPipeWriter(cfg.FIFO, pipe, cfg.MaxQueued, cfg.Log),
+		writer: newPipeWriter(cfg.FIFO, pipe, cfg.MaxQueued, cfg.Log, m),
 	}
 	sc := cfg.Server
 	sc.Service = "microphone"
@@ -309,24 +309,54 @@ func (r *Relay) receive(c *wsserver.Conn, conv *Converter, und *undeclaredStream
 			und.push(time.Now(), buf[:n])
 			continue
 		}
-		var san Sanitized
-		out, san = conv.Convert(out[:0], buf[:n])
-		r.m.sanitized.WithLabelValues(sanitizedNonFinite).Add(float64(san.NonFinite))
-		r.m.sanitized.WithLabelValues(sanitizedClamped).Add(float64(san.Clamped))
-		if len(out) == 0 {
-			continue
-		}
-		r.mu.Lock()
-		if r.current != c {
-			// Replaced: its unsent audio is dropped.
-			r.mu.Unlock()
-			continue
-		}
-		written, dropped := r.writer.Write(out)
-		r.mu.Unlock()
-		r.m.written.Add(float64(written))
-		r.m.dropped.Add(float64(dropped))
+		out = r.writeCurrent(c, conv, out, buf[:n])
 	}
+}
+
+// convert converts in with conv into out's storage and counts the samples
+// it sanitised.
+func (r *Relay) convert(conv *Converter, out, in []byte) []byte {
+	out, san := conv.Convert(out[:0], in)
+	r.m.sanitized.WithLabelValues(sanitizedNonFinite).Add(float64(san.NonFinite))
+	r.m.sanitized.WithLabelValues(sanitizedClamped).Add(float64(san.Clamped))
+	return out
+}
+
+// writeCurrent converts in and writes it to the pipe if c is the
+// microphone's sender: a replaced sender's audio is dropped. It returns the
+// converted audio's storage for the next call.
+func (r *Relay) writeCurrent(c *wsserver.Conn, conv *Converter, out, in []byte) []byte {
+	out = r.convert(conv, out, in)
+	if len(out) > 0 {
+		r.withPipe(c, func(w *pipeWriter) { w.Write(out) })
+	}
+	return out
+}
+
+// withPipe runs write with the pipe writer if c is the microphone's sender,
+// and reports whether it is. Only the current sender writes, and a replaced
+// one finds out under the same lock, so its audio never interleaves with
+// the newcomer's.
+func (r *Relay) withPipe(c *wsserver.Conn, write func(*pipeWriter)) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.current != c {
+		return false
+	}
+	write(r.writer)
+	return true
+}
+
+// isCurrent tells whether c is the microphone's sender.
+func (r *Relay) isCurrent(c *wsserver.Conn) bool {
+	return r.withPipe(c, func(*pipeWriter) {})
+}
+
+// closing tells whether the server is closing c (replaced by a newer
+// sender, or the relay is stopping), as opposed to the peer having left: a
+// closing sender's audio is dropped, and nothing of it is waited for.
+func closing(c *wsserver.Conn) bool {
+	return c != nil && c.Context().Err() != nil
 }
 
 // drainUntilClosed reads, after a close frame was sent, until the peer's

@@ -48,20 +48,8 @@ func startRelay(t *testing.T, fifoPath string, edit func(*Config)) *Relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(testTimeout):
-			t.Errorf("Run did not return after cancel")
-		}
-	})
+	stop := runRelay(r)
+	t.Cleanup(func() { stop(t, nil) })
 	return r
 }
 
@@ -554,24 +542,39 @@ func TestRelayShutdownClosesSenders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	stop := runRelay(r)
 	c := dial(t, r, "")
 	if err := c.WriteMessage(websocket.BinaryMessage, make([]byte, 512)); err != nil {
 		t.Fatal(err)
 	}
-	cancel()
-	if code := closeCode(t, c); code != websocket.CloseGoingAway {
-		t.Errorf("close code %d, want 1001", code)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
+	stop(t, c)
+}
+
+// runRelay runs r until stop is called. stop cancels Run, expects close
+// 1001 on c (unless nil) and Run to return nil, and returns how long that
+// took.
+func runRelay(r *Relay) (stop func(t *testing.T, c *websocket.Conn) time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return func(t *testing.T, c *websocket.Conn) time.Duration {
+		t.Helper()
+		start := time.Now()
+		cancel()
+		if c != nil {
+			if code := closeCode(t, c); code != websocket.CloseGoingAway {
+				t.Errorf("close code %d, want 1001", code)
+			}
 		}
-	case <-time.After(testTimeout):
-		t.Fatal("Run did not return")
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("Run did not return")
+		}
+		return time.Since(start)
 	}
 }
 

@@ -127,10 +127,9 @@ type undeclaredStream struct {
 	det            *RateDetector
 	verify         *RateDetector // the same arrivals over a longer hold; nil once it decided
 	rate           int           // decided
-	started        bool
 	held           []byte
-	timer          *time.Timer
-	conv           *Converter // nil until decided
+	timer          *time.Timer // from the first message held
+	conv           *Converter  // nil until decided
 	out            []byte
 	backlog        []byte    // converted audio the pipe had no room for yet
 	progress       time.Time // when the backlog last shrank
@@ -160,10 +159,7 @@ func (u *undeclaredStream) push(now time.Time, msg []byte) {
 		u.convert(msg, false)
 		return
 	}
-	u.r.mu.Lock()
-	replaced := u.r.current != u.c
-	u.r.mu.Unlock()
-	if replaced {
+	if !u.r.isCurrent(u.c) {
 		// Its audio would be dropped anyway; holding it would only let a
 		// stream of replaced senders pile up memory.
 		u.held = nil
@@ -171,8 +167,7 @@ func (u *undeclaredStream) push(now time.Time, msg []byte) {
 	}
 	u.held = append(u.held, msg...)
 	rate, ok := u.det.Observe(now, len(msg)/4)
-	if !u.started {
-		u.started = true
+	if u.timer == nil {
 		u.timer = time.AfterFunc(u.r.cfg.detectHold(), u.tick)
 	}
 	if !ok && len(u.held) >= maxHeld {
@@ -223,18 +218,12 @@ func (u *undeclaredStream) close() {
 	// PulseAudio here, as long as it makes progress and the connection is
 	// not being closed by the server: a replaced sender's audio is dropped,
 	// and a stopping daemon must not wait on PulseAudio.
-	for i := 0; len(u.backlog) > 0 && !u.closing() && i < int(10*backlogStall/time.Millisecond); i++ {
+	for i := 0; len(u.backlog) > 0 && !closing(u.c) && i < int(10*backlogStall/time.Millisecond); i++ {
 		u.mu.Unlock()
 		time.Sleep(time.Millisecond)
 		u.mu.Lock()
 		u.convert(nil, false)
 	}
-}
-
-// closing tells whether the server is closing the connection (replaced by
-// a newer sender, or shutdown), as opposed to the peer having left.
-func (u *undeclaredStream) closing() bool {
-	return u.c != nil && u.c.Context().Err() != nil
 }
 
 // decide makes the converter for rate and flushes what was held.
@@ -283,30 +272,21 @@ func (u *undeclaredStream) correct(rate int) {
 // audio) goes through the backlog whatever its size.
 func (u *undeclaredStream) convert(msg []byte, batch bool) {
 	r := u.r
-	var san Sanitized
-	u.out, san = u.conv.Convert(u.out[:0], msg)
-	r.m.sanitized.WithLabelValues(sanitizedNonFinite).Add(float64(san.NonFinite))
-	r.m.sanitized.WithLabelValues(sanitizedClamped).Add(float64(san.Clamped))
+	if len(u.backlog) == 0 && !batch {
+		u.out = r.writeCurrent(u.c, u.conv, u.out, msg)
+		return
+	}
+	u.out = r.convert(u.conv, u.out, msg)
 	if len(u.out) == 0 && len(u.backlog) == 0 {
 		return
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.current != u.c {
+	u.backlog = append(u.backlog, u.out...)
+	var consumed, dropped int
+	if !r.withPipe(u.c, func(w *pipeWriter) { consumed, dropped = w.writeAvailable(u.backlog) }) {
 		// Replaced: its unsent audio is dropped.
 		u.backlog = u.backlog[:0]
 		return
 	}
-	if len(u.backlog) == 0 && !batch {
-		written, dropped := r.writer.Write(u.out)
-		r.m.written.Add(float64(written))
-		r.m.dropped.Add(float64(dropped))
-		return
-	}
-	u.backlog = append(u.backlog, u.out...)
-	consumed, written, dropped := r.writer.writeAvailable(u.backlog)
-	r.m.written.Add(float64(written))
-	r.m.dropped.Add(float64(dropped))
 	now := time.Now()
 	if consumed > 0 {
 		u.progress = now
@@ -325,18 +305,19 @@ func (u *undeclaredStream) convert(msg []byte, batch bool) {
 
 // writeAvailable writes as many whole frames of b as the pipe has room for
 // and returns how many bytes of b it used (written or, on a failed write,
-// dropped); the caller keeps the rest for later. A pipe that cannot be
-// opened (nothing records) drops all of b.
-func (w *pipeWriter) writeAvailable(b []byte) (used, written, dropped int) {
+// dropped) and how many of those it dropped; the caller keeps the rest for
+// later. A pipe that cannot be opened (nothing records) drops all of b.
+func (w *pipeWriter) writeAvailable(b []byte) (used, dropped int) {
 	if w.f == nil && !w.open() {
-		return len(b), 0, len(b)
+		w.dropped.Add(float64(len(b)))
+		return len(b), len(b)
 	}
 	n := min(len(b)/w.frame*w.frame, w.room())
 	if n == 0 {
-		return 0, 0, 0
+		return 0, 0
 	}
-	written, dropped = w.Write(b[:n])
-	return n, written, dropped
+	_, dropped = w.Write(b[:n])
+	return n, dropped
 }
 
 // detectHold is the detector's hold, DefaultDetectHold unless configured.
