@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"math"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -77,14 +76,10 @@ func testSpeakerOpus(t *testing.T, e *engine, image, ffmpeg string) {
 		if len(kinds) < 3 || kinds[0] != ogg.KindOpusHead || kinds[1] != ogg.KindOpusTags || kinds[2] != ogg.KindAudio {
 			t.Fatalf("%s: first messages %v, want OpusHead, OpusTags, audio", c.name, kinds[:min(3, len(kinds))])
 		}
-		cmd := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "ogg", "-i", "pipe:0",
-			"-f", "f32le", "-ac", "1", "-ar", "48000", "pipe:1")
-		cmd.Stdin = bytes.NewReader(bytes.Join(msgs, nil))
-		out, err := cmd.Output()
+		samples, err := audiotest.DecodeOgg(ffmpeg, bytes.Join(msgs, nil), 48000)
 		if err != nil {
-			t.Fatalf("%s: ffmpeg decoding its pages: %v", c.name, err)
+			t.Fatalf("%s: decoding its pages: %v", c.name, err)
 		}
-		samples := audiotest.F32LE(out)
 		st, end, ok := audiotest.Loud(samples, 48000, loud)
 		if !ok {
 			t.Fatalf("%s: no tone in %.1f s decoded", c.name, float64(len(samples))/48000)
