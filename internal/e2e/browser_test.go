@@ -151,6 +151,9 @@ func testBrowser(t *testing.T, e *engine, image string, rep *report) {
 			t.Errorf("recorded %.2f s of tone, the page sent %.2f s", d, sent)
 		}
 	})
+
+	t.Run("webclient_opus_speaker", func(t *testing.T) { testWebclientOpusSpeaker(t, p) })
+	t.Run("webclient_opus_microphone", func(t *testing.T) { testWebclientOpusMicrophone(t, p) })
 }
 
 // longest returns the longest span.
