@@ -172,26 +172,6 @@ func parsePages(t *testing.T, what string, msgs [][]byte) []ogg.Page {
 	return out
 }
 
-// messages splits what a listener received back into its websocket
-// messages.
-func (l *listener) messages() [][]byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out [][]byte
-	from := 0
-	for _, a := range l.arrivals {
-		out = append(out, l.data[from:a.end:a.end])
-		from = a.end
-	}
-	return out
-}
-
-func (l *listener) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.arrivals)
-}
-
 func waitMessages(t *testing.T, what string, l *listener, n int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

@@ -55,14 +55,7 @@ func testSpeakerOpus(t *testing.T, e *engine, image, ffmpeg string) {
 		if err != nil {
 			t.Fatalf("%s disconnected: %v", c.name, err)
 		}
-		c.l.mu.Lock()
-		var msgs [][]byte
-		from := 0
-		for _, a := range c.l.arrivals {
-			msgs = append(msgs, c.l.data[from:a.end])
-			from = a.end
-		}
-		c.l.mu.Unlock()
+		msgs := c.l.messages()
 		var s ogg.Splitter
 		var kinds []ogg.Kind
 		for i, m := range msgs {
