@@ -1,19 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,6 +17,7 @@ import (
 	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/ogg"
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
+	"github.com/pulse-sidecar/pulse-sidecar/internal/webclienttest"
 )
 
 // opusListener keeps the messages of a ?codec=opus websocket, each with its
@@ -84,45 +78,6 @@ func (l *opusListener) pages(t *testing.T) []ogg.Page {
 	return out
 }
 
-func decodeOggOpus(t *testing.T, data []byte) []float32 {
-	t.Helper()
-	cmd := exec.Command(testenv.Tool(t, "ffmpeg"), "-hide_banner", "-loglevel", "error", "-f", "ogg", "-i", "pipe:0",
-		"-f", "f32le", "-ac", "1", "-ar", "48000", "pipe:1")
-	cmd.Stdin = bytes.NewReader(data)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("ffmpeg decoding Ogg Opus: %v: %s", err, errb.String())
-	}
-	return audiotest.F32LE(out)
-}
-
-// toneAt checks that samples at rate hold freq within 1 % for at least
-// minSeconds, and returns where the tone starts and how long it lasts.
-func toneAt(t *testing.T, what string, samples []float32, rate int, freq, threshold, minSeconds float64) (start int, seconds float64) {
-	t.Helper()
-	s, e, ok := audiotest.Loud(samples, rate, threshold)
-	if !ok {
-		t.Fatalf("%s: no tone in %.2f s of audio", what, float64(len(samples))/float64(rate))
-	}
-	seconds = float64(e-s) / float64(rate)
-	edge := rate / 20
-	steady := samples[s:e]
-	if e-s > 4*edge {
-		steady = samples[s+edge : e-edge]
-	}
-	f := audiotest.DominantFrequency(steady, float64(rate))
-	t.Logf("%s: %.2f s of tone at %.1f Hz from %.3f s", what, seconds, f, float64(s)/float64(rate))
-	if math.Abs(f-freq)/freq > 0.01 {
-		t.Fatalf("%s: tone at %.1f Hz, want %g Hz within 1%%", what, f, freq)
-	}
-	if seconds < minSeconds {
-		t.Fatalf("%s: %.2f s of tone, want at least %.2f s", what, seconds, minSeconds)
-	}
-	return s, seconds
-}
-
 // TestDaemonOpus runs the issue 13 features on the real binary: the Opus
 // speaker stream beside MP2, the codec refusal, the client page on the
 // speaker port, and the page itself in Chromium playing Opus and sending
@@ -177,7 +132,11 @@ func TestDaemonOpus(t *testing.T) {
 		for _, p := range pages {
 			stream = append(stream, p.Raw...)
 		}
-		toneAt(t, "opus listener", decodeOggOpus(t, stream), 48000, 1000, 0.05, 1.2)
+		decoded, err := audiotest.DecodeOgg(testenv.Tool(t, "ffmpeg"), stream, 48000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		webclienttest.ToneAt(t, "opus listener", decoded, 48000, 1000, 0.05, 1.2)
 		toneIn(t, ml.bytes()[from:], 1000)
 		ml.close()
 		waitFor(t, 20*time.Second, "the MP2 encoder to stop, the Opus one to run", func() bool { return len(d.children("ffmpeg")) == 1 })
@@ -205,47 +164,6 @@ func TestDaemonClientPageOff(t *testing.T) {
 	waitFor(t, 20*time.Second, "opus pages", func() bool { return ol.count() >= 10 })
 }
 
-func playwrightModule(t *testing.T) string {
-	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "..", "internal", "e2e", "browser"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mod := filepath.Join(dir, "node_modules", "playwright-core", "index.mjs")
-	if _, err := os.Stat(mod); err == nil {
-		return mod
-	}
-	if testenv.CI() {
-		t.Fatalf("playwright-core missing (run `npm ci` in internal/e2e/browser): %s", mod)
-	}
-	cmd := exec.Command(testenv.Tool(t, "npm"), "ci", "--no-audit", "--no-fund")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
-	}
-	return mod
-}
-
-type pageResult struct {
-	Support struct {
-		Secure, Webcodecs, AudioWorklet bool
-		Reasons                         []string
-	}
-	Speaker struct {
-		Playing string
-		Rate    int
-		Samples string
-		Ends    []int
-		Stamps  []float64
-		Stats   map[string]any
-	}
-	Microphone struct {
-		State string
-		Stats map[string]any
-	}
-	Logs []string
-}
-
 // testOpusPage loads http://127.0.0.1:PORT/ from the daemon in headless
 // Chromium (a secure context): the module plays ?codec=opus through
 // WebCodecs and its tapped output holds the desktop's 1 kHz tone; then the
@@ -253,30 +171,6 @@ type pageResult struct {
 // processing off, goes out as Opus and is recorded from the source
 // "microphone" at 440 Hz for as long as the file's tone lasts.
 func testOpusPage(t *testing.T, d *daemonUnderTest) {
-	node := testenv.Tool(t, "node")
-	chromium := os.Getenv("E2E_CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		if testenv.CI() {
-			t.Fatalf("chromium is required in CI: %v", err)
-		}
-		t.Skipf("chromium not installed: %v", err)
-	}
-	pw := playwrightModule(t)
-
-	home := t.TempDir()
-	// The fake capture device plays this file from the start, looping:
-	// 1 s of silence, 1.5 s of 440 Hz, silence to the end.
-	const micTone = 1.5
-	wav := filepath.Join(home, "mic.wav")
-	samples := make([]float32, 48000*6)
-	copy(samples[48000:], audiotest.Sine(440, 48000, 0.5, int(micTone*48000), 1))
-	if err := audiotest.WriteWAV(wav, samples, 48000); err != nil {
-		t.Fatal(err)
-	}
-
 	// The microphone source is recorded throughout.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -295,125 +189,51 @@ func testOpusPage(t *testing.T, d *daemonUnderTest) {
 		<-recDone
 	}()
 
-	page := "http://" + d.speaker + "/?" + url.Values{"jwt_token": {"tok"}, "microphone": {"ws://" + d.mic + "/"}}.Encode()
-	cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "page.mjs"), "--playwright", pw,
-		"--page", page, "--chromium", chromium, "--user-data-dir", filepath.Join(home, "profile"),
-		"--fake-audio", wav, "--tap-seconds", "5", "--mic-seconds", "4.5")
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PULSE_") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = append(env, "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_CACHE_HOME="+home)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var errb testenv.SyncBuffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	var (
-		last    string
 		played  time.Time
 		playErr = make(chan error, 1)
 		playing bool
-		lines   = bufio.NewScanner(stdout)
 	)
-	lines.Buffer(make([]byte, 1<<20), 64<<20)
-	for lines.Scan() {
-		switch line := lines.Text(); line {
-		case "tap":
-			// The tone goes on while the page taps its output.
-			playing = true
-			played = time.Now()
-			go func() {
-				wavPath := filepath.Join(d.dir, "page-tone.wav")
-				if err := audiotest.WriteWAV(wavPath, audiotest.Sine(1000, 44100, 0.5, 44100*3/2, 1), 44100); err != nil {
-					playErr <- err
-					return
-				}
-				c := exec.Command(testenv.Tool(t, "paplay"), "--device=speaker", wavPath)
-				c.Env = d.pulseEnv()
-				if out, err := c.CombinedOutput(); err != nil {
-					playErr <- fmt.Errorf("%v: %s", err, out)
-					return
-				}
-				playErr <- nil
-			}()
-		case "mic":
-		default:
-			last = line
+	page := "http://" + d.speaker + "/?" + url.Values{"jwt_token": {"tok"}, "microphone": {"ws://" + d.mic + "/"}}.Encode()
+	r := webclienttest.Run(t, webclienttest.Options{
+		Page: page, BrowserDir: filepath.Join("..", "..", "internal", "e2e", "browser"),
+		TapSeconds: 5, MicSeconds: 4.5,
+	}, func(signal string) {
+		if signal != "tap" {
+			return
 		}
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("node page.mjs: %v\n%s", err, errb.String())
-	}
+		// The tone goes on while the page taps its output.
+		playing = true
+		played = time.Now()
+		go func() {
+			wavPath := filepath.Join(d.dir, "page-tone.wav")
+			if err := audiotest.WriteWAV(wavPath, audiotest.Sine(1000, 44100, 0.5, 44100*3/2, 1), 44100); err != nil {
+				playErr <- err
+				return
+			}
+			c := exec.Command(testenv.Tool(t, "paplay"), "--device=speaker", wavPath)
+			c.Env = d.pulseEnv()
+			if out, err := c.CombinedOutput(); err != nil {
+				playErr <- fmt.Errorf("%v: %s", err, out)
+				return
+			}
+			playErr <- nil
+		}()
+	})
 	if playing {
 		if err := <-playErr; err != nil {
 			t.Fatalf("paplay: %v", err)
 		}
 	}
-	var r pageResult
-	if err := json.Unmarshal([]byte(last), &r); err != nil {
-		t.Fatalf("page.mjs printed no result: %v\n%s", err, errb.String())
-	}
-	if len(r.Logs) > 0 {
-		t.Logf("page console:\n%s", strings.Join(r.Logs, "\n"))
-	}
-	if !r.Support.Secure || !r.Support.Webcodecs || !r.Support.AudioWorklet {
-		t.Fatalf("page from http://%s: support %+v, want a secure context with WebCodecs", d.speaker, r.Support)
-	}
 
-	t.Run("speaker", func(t *testing.T) {
-		sp := r.Speaker
-		t.Logf("speaker stats: %v", sp.Stats)
-		if sp.Playing != "playing" || sp.Stats["codec"] != "opus" {
-			t.Fatalf("speaker %q, codec %v; want playing opus", sp.Playing, sp.Stats["codec"])
-		}
-		raw, err := base64.StdEncoding.DecodeString(sp.Samples)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcm := audiotest.F32LE(raw)
-		start, _ := toneAt(t, "page output", pcm, sp.Rate, 1000, 0.02, 1.0)
-		// The onset the page heard, on the machine's clock: the batch
-		// holding it reached the tap at its stamp, and the onset sits
-		// that many samples before the batch's end.
-		for i, end := range sp.Ends {
-			if end > start && i < len(sp.Stamps) && !played.IsZero() {
-				heard := time.UnixMicro(int64(sp.Stamps[i] * 1000)).Add(-time.Duration(float64(end-start) / float64(sp.Rate) * float64(time.Second)))
-				t.Logf("onset heard in the page %v after paplay started (tap batch of 10 ms; machine load: %s)", heard.Sub(played).Round(time.Millisecond), loadavg())
-				break
-			}
-		}
-	})
+	t.Run("speaker", func(t *testing.T) { webclienttest.CheckSpeaker(t, r, played) })
 
 	t.Run("microphone", func(t *testing.T) {
-		mic := r.Microphone
-		t.Logf("microphone state %q, stats %v", mic.State, mic.Stats)
-		if mic.State != "open" || mic.Stats["codec"] != "opus" {
-			t.Fatalf("microphone %q with codec %v, want open with opus", mic.State, mic.Stats["codec"])
-		}
 		_ = rec.Process.Signal(syscall.SIGINT)
 		<-recDone
 		all := []byte(recorded.String())
 		// Nothing but the page feeds the source: the whole recording is
 		// searched.
-		pcm := audiotest.F32LE(all[:len(all)/4*4])
-		_, secs := toneAt(t, "microphone source", pcm, 44100, 440, 0.05, 0)
-		if math.Abs(secs-micTone)/micTone > 0.1 {
-			t.Errorf("recorded %.2f s of the page's 440 Hz, the file holds %.1f s", secs, micTone)
-		}
+		webclienttest.CheckMicrophone(t, r, audiotest.F32LE(all[:len(all)/4*4]), 44100)
 	})
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }

@@ -51,6 +51,22 @@ func DecodeTS(ffmpeg string, ts []byte, rate int) ([]float32, error) {
 	return F32LE(out.Bytes()), nil
 }
 
+// DecodeOgg decodes an Ogg Opus byte stream (the pages a ?codec=opus
+// listener received, headers first) to mono float samples at rate Hz with
+// ffmpeg. Unlike DecodeTS it fails on any decoding error: every page came
+// whole in its own message, so nothing may be damaged.
+func DecodeOgg(ffmpeg string, ogg []byte, rate int) ([]float32, error) {
+	cmd := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "ogg", "-i", "pipe:0",
+		"-f", "f32le", "-ac", "1", "-ar", fmt.Sprint(rate), "pipe:1")
+	cmd.Stdin = bytes.NewReader(ogg)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("ffmpeg decode of %d Ogg bytes: %v: %s", len(ogg), err, errb.String())
+	}
+	return F32LE(out.Bytes()), nil
+}
+
 // F32LE reinterprets little-endian float32 bytes as samples.
 func F32LE(b []byte) []float32 {
 	out := make([]float32, len(b)/4)

@@ -318,6 +318,26 @@ func (l *listener) snapshot() ([]byte, []arrival, error) {
 	return append([]byte(nil), l.data...), append([]arrival(nil), l.arrivals...), l.err
 }
 
+// messages splits what a listener received back into its websocket
+// messages.
+func (l *listener) messages() [][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out [][]byte
+	from := 0
+	for _, a := range l.arrivals {
+		out = append(out, l.data[from:a.end:a.end])
+		from = a.end
+	}
+	return out
+}
+
+func (l *listener) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.arrivals)
+}
+
 // waitBytes waits until at least n bytes arrived.
 func (l *listener) waitBytes(t *testing.T, n int, within time.Duration) {
 	t.Helper()

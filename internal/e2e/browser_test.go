@@ -34,29 +34,8 @@ type browser struct {
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
 	node := testenv.Tool(t, "node")
-	chromium := os.Getenv("E2E_CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		if testenv.CI() {
-			t.Fatalf("chromium is required in CI: %v", err)
-		}
-		t.Skipf("chromium not installed: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core")); err != nil {
-		if testenv.CI() {
-			t.Fatalf("npm packages missing (run `npm ci` in internal/e2e/browser): %v", err)
-		}
-		npm := testenv.Tool(t, "npm")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = browserDir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in %s: %v\n%s", browserDir, err, out)
-		}
-	}
+	chromium := testenv.Chromium(t)
+	testenv.Playwright(t, browserDir)
 	srv := httptest.NewServer(http.FileServer(http.Dir(browserDir)))
 	t.Cleanup(srv.Close)
 	return &browser{node: node, chromium: chromium, pages: srv.URL + "/pages/"}
@@ -172,6 +151,9 @@ func testBrowser(t *testing.T, e *engine, image string, rep *report) {
 			t.Errorf("recorded %.2f s of tone, the page sent %.2f s", d, sent)
 		}
 	})
+
+	t.Run("webclient_opus_speaker", func(t *testing.T) { testWebclientOpusSpeaker(t, p) })
+	t.Run("webclient_opus_microphone", func(t *testing.T) { testWebclientOpusMicrophone(t, p) })
 }
 
 // longest returns the longest span.

@@ -3,8 +3,9 @@
 // 102:104, read-only root, no capabilities, no new privileges) in a pod next
 // to a "desktop" container made from the same image, with the real clients on
 // the other side: a websocket listener decoding MPEG-TS, the microphone
-// protocol, PulseAudio over TCP, and JSMpeg and an AudioWorklet microphone in
-// headless Chromium.
+// protocol, PulseAudio over TCP, JSMpeg and an AudioWorklet microphone in
+// headless Chromium, and the sidecar's own web client (WebCodecs Opus both
+// ways) as the container's speaker port serves it.
 //
 // Everything lives in the tests. They need podman, runc, catatonit (for the
 // pod's infra container), ffmpeg, node and chromium; under CI=true a missing

@@ -36,6 +36,7 @@ func TestImage(t *testing.T) {
 
 	t.Run("speaker", func(t *testing.T) { testSpeaker(t, e, image, ffmpeg, rep) })
 	t.Run("speaker_opus", func(t *testing.T) { testSpeakerOpus(t, e, image, ffmpeg) })
+	t.Run("speaker_codecs", func(t *testing.T) { testSpeakerCodecs(t, e, image, ffmpeg) })
 	t.Run("microphone", func(t *testing.T) { testMicrophone(t, e, image) })
 	t.Run("pulse_tcp_cookie", func(t *testing.T) { testPulseTCP(t, e, image) })
 	t.Run("health", func(t *testing.T) { testHealth(t, e, image, rep) })

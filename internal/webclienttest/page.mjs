@@ -1,9 +1,9 @@
-// Drives Debian's chromium through playwright-core against the real
-// daemon for opus_test.go: the page served by the speaker port plays
+// Drives Debian's chromium through playwright-core against a running
+// sidecar for webclienttest.Run: the page served by the speaker port plays
 // ?codec=opus through WebCodecs while its output is tapped, then its
-// microphone (the fake capture device) sends Opus. It prints "tap" when the
-// Go test should play the tone, "mic" when the microphone starts sending,
-// and one JSON object as its last line.
+// microphone (the fake capture device) sends Opus. A part given 0 seconds
+// is left out. It prints "tap" when the Go test should play the tone, "mic"
+// when the microphone starts sending, and one JSON object as its last line.
 //
 //   node page.mjs --playwright PATH/index.mjs --page URL --chromium PATH
 //     --user-data-dir DIR --fake-audio WAV [--tap-seconds N] [--mic-seconds N]
@@ -47,7 +47,7 @@ try {
   await page.waitForFunction(() => window.pulseSidecar);
   result.support = await page.evaluate(() => window.pulseSidecar.support);
 
-  result.speaker = await page.evaluate(async (tapSeconds) => {
+  if (Number(opt['tap-seconds']) > 0) result.speaker = await page.evaluate(async (tapSeconds) => {
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
     const m = await import('./client.js');
     const ep = window.pulseSidecar.endpoints;
@@ -89,7 +89,7 @@ try {
     return { playing, rate: ctx.sampleRate, samples: btoa(bin), ends, stamps, stats };
   }, Number(opt['tap-seconds']));
 
-  result.microphone = await page.evaluate(async (micSeconds) => {
+  if (Number(opt['mic-seconds']) > 0) result.microphone = await page.evaluate(async (micSeconds) => {
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
     const m = await import('./client.js');
     const ep = window.pulseSidecar.endpoints;
