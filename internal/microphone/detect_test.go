@@ -126,7 +126,10 @@ func TestRateDetectorSnaps(t *testing.T) {
 			if wrong > 0 {
 				t.Errorf("%s at %d Hz: %d of 500 runs wrong", c.name, rate, wrong)
 			}
-			if late > 5 || worst > maxHoldFactor*DefaultDetectHold {
+			// None of these falls behind without catching up within
+			// the hold, so none waits for a supported fit past the
+			// unclear-margin extension.
+			if late > 5 || worst > 2*DefaultDetectHold {
 				t.Errorf("%s at %d Hz: %d of 500 runs decided after the %v hold, the latest %v after the first arrival",
 					c.name, rate, late, DefaultDetectHold, worst)
 			}
@@ -199,6 +202,7 @@ func TestRateDetectorNoisyArrivals(t *testing.T) {
 	}
 	for _, rate := range []int{48000, 44100} {
 		wrong, extended := 0, 0
+		var worst time.Duration
 		for seed := range uint64(2000) {
 			got, after := detectSim(t, rate, 1024, arrive, seed)
 			if got != rate {
@@ -210,8 +214,9 @@ func TestRateDetectorNoisyArrivals(t *testing.T) {
 			if after > maxHoldFactor*DefaultDetectHold {
 				t.Errorf("seed %d: decided %v after the first arrival, past the deadline", seed, after)
 			}
+			worst = max(worst, after)
 		}
-		t.Logf("%d Hz: %d of 2000 runs wrong, %d waited past the hold", rate, wrong, extended)
+		t.Logf("%d Hz: %d of 2000 runs wrong, %d waited past the hold, the latest %v", rate, wrong, extended, worst)
 		if wrong > 20 {
 			t.Errorf("%d Hz: %d of 2000 runs wrong, want at most 1 %%", rate, wrong)
 		}
