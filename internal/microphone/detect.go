@@ -76,6 +76,14 @@ const clearMargin = 0.044 / 8
 // whichever they are, so a late first message, a burst, a stall and the
 // catch-up after it weigh nothing beyond their own share of the mean.
 //
+// What the mean cannot survive is a sender still behind at the end of the
+// hold: then every recent arrival is late for the true rate, and a slower
+// rate, whose line slopes down through the early arrivals towards the late
+// ones, leaves less mean delay. So the detector decides only on a line
+// with arrivals near it at the start and all through the end of what it
+// observed (supported), and otherwise waits for the sender to catch up, up
+// to maxHoldFactor holds.
+//
 // Arrivals at the same instant (a burst) count once, with all their
 // samples: only the burst's last sample says when the sender had produced
 // that much.
