@@ -20,13 +20,36 @@ var AdmittedRates = []int{8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100,
 // meanwhile is delayed once, at the start of a stream; a voice's first
 // syllable is rarely in its first 400 ms. When the arrivals of the hold do
 // not tell the best two rates apart clearly, the detector waits up to
-// twice as long.
+// twice as long; when the best fit is not supported by arrivals through
+// the end of what was observed (a sender that fell behind and has not
+// caught up yet), up to maxHoldFactor times as long.
 const DefaultDetectHold = 400 * time.Millisecond
 
 // maxDetectPoints bounds the arrivals a detector keeps; a sender of tiny
 // messages reaches it before the hold ends and gets decided early, on
 // plenty of evidence.
 const maxDetectPoints = 4096
+
+// maxHoldFactor is how many holds a detector waits at most for a fit that
+// is supported at both ends (see supported): 2 s with the default hold. In
+// headless Chromium on a machine loaded twentyfold the page's audio thread
+// caught up 0.6-1.8 s after its first message; a sender that has not
+// caught up by 2 s is decided on what it sent, and a voice is not held
+// longer than that. It is also as long as a corrected decision used to
+// take (the relay's second, longer watch). Senders on time at the end of
+// the hold do not wait for it.
+const maxHoldFactor = 5
+
+// supportSlack and supportSlackFraction make how late after a line an
+// arrival may come and still support it: 20 ms, a few times a browser's
+// scheduling jitter on an idle machine and more than the least delay of most
+// bursts, plus 2.5 % of the time observed, so that an arrival a little late
+// at the start still counts after a long wait. The falls behind it tells
+// apart from jitter are 100 ms and more.
+const (
+	supportSlack         = 20 * time.Millisecond
+	supportSlackFraction = 0.025
+)
 
 // clearMargin is how much more mean delay, as a fraction of the time
 // observed, the runner-up rate must leave than the best one for a decision
@@ -52,6 +75,14 @@ const clearMargin = 0.044 / 8
 // admitted rates: the line rests on the arrivals with the least delay,
 // whichever they are, so a late first message, a burst, a stall and the
 // catch-up after it weigh nothing beyond their own share of the mean.
+//
+// What the mean cannot survive is a sender still behind at the end of the
+// hold: then every recent arrival is late for the true rate, and a slower
+// rate, whose line slopes down through the early arrivals towards the late
+// ones, leaves less mean delay. So the detector decides only on a line
+// with arrivals near it at the start and all through the end of what it
+// observed (supported), and otherwise waits for the sender to catch up, up
+// to maxHoldFactor holds.
 //
 // Arrivals at the same instant (a burst) count once, with all their
 // samples: only the burst's last sample says when the sender had produced
@@ -114,9 +145,11 @@ func (d *RateDetector) Observe(at time.Time, samples int) (rate int, decided boo
 }
 
 // Check decides if it is time: from the end of the hold when the arrivals
-// are clear, at Deadline whatever they are. Once decided it returns the
-// decided rate with decided true, ever after. At Deadline it can still
-// return false, when the arrivals cannot tell at all (see Decide).
+// are clear and the fit is supported at both ends, from twice the hold when
+// it is supported, at Deadline whatever the arrivals are. Once decided it
+// returns the decided rate with decided true, ever after. At Deadline it
+// can still return false, when the arrivals cannot tell at all (see
+// Decide).
 func (d *RateDetector) Check(now time.Time) (rate int, decided bool) {
 	if d.rate != 0 {
 		return d.rate, true
@@ -124,26 +157,31 @@ func (d *RateDetector) Check(now time.Time) (rate int, decided bool) {
 	if !d.started {
 		return 0, false
 	}
-	switch elapsed := now.Sub(d.first); {
-	case elapsed >= 2*d.hold:
+	elapsed := now.Sub(d.first)
+	if elapsed >= maxHoldFactor*d.hold {
 		return d.Decide()
-	case elapsed >= d.hold:
-		r, margin := d.best()
-		if r != 0 && margin >= clearMargin*d.points[len(d.points)-1].at {
-			d.rate, d.points = r, nil
-			return r, true
-		}
+	}
+	if elapsed < d.hold {
+		return 0, false
+	}
+	r, margin := d.best()
+	if r == 0 || !d.supported(float64(r)) {
+		return 0, false
+	}
+	if elapsed >= 2*d.hold || margin >= clearMargin*d.points[len(d.points)-1].at {
+		d.rate, d.points = r, nil
+		return r, true
 	}
 	return 0, false
 }
 
-// Deadline is when Check decides at the latest (twice the hold after the
-// first arrival); the zero time before the first arrival.
+// Deadline is when Check decides at the latest (maxHoldFactor times the
+// hold after the first arrival); the zero time before the first arrival.
 func (d *RateDetector) Deadline() time.Time {
 	if !d.started {
 		return time.Time{}
 	}
-	return d.first.Add(2 * d.hold)
+	return d.first.Add(maxHoldFactor * d.hold)
 }
 
 // Decide decides now with what has arrived, if it has not decided yet: the
@@ -206,6 +244,58 @@ func (d *RateDetector) Estimate() float64 {
 	return 0
 }
 
+// supported reports whether the capture line at rate r that no arrival
+// precedes is supported by arrivals near it (within the slack, see
+// supportSlack) both at the start and through the end of what was
+// observed. The time since the first arrival is cut into supportBins
+// slices: some arrival of the first third must be near the line, and every
+// slice of the last third that holds arrivals, at least two of them, must
+// hold one near it.
+//
+// A line resting only on early arrivals says nothing about the rate. Headless
+// Chromium on a loaded machine sends its first 50-150 ms on time, then its
+// audio thread falls 150-350 ms behind, posting in stalls and bursts, and
+// catches up only 0.6-1.8 s after its first message (the traces behind
+// TestRateDetectorChromiumStartup). Over a 400 ms hold every later arrival
+// is late for the true rate, so the mean delay favours a slower one whose
+// line slopes through the early arrivals and one late burst. Neither line
+// is near arrivals all through the last third until the sender catches up;
+// then the true one is. A stall at the end (no arrivals) proves nothing
+// either way and only empties slices; a sender that was slow at the start
+// and has caught up is supported (the catch-up and what follows are on the
+// line).
+func (d *RateDetector) supported(r float64) bool {
+	span := d.points[len(d.points)-1].at
+	lo := math.Inf(1)
+	for _, p := range d.points {
+		lo = min(lo, p.at-p.samples/r)
+	}
+	slack := supportSlack.Seconds() + supportSlackFraction*span
+	var seen, near [supportBins]bool
+	for _, p := range d.points {
+		b := min(int(p.at/span*supportBins), supportBins-1)
+		seen[b] = true
+		if p.at-p.samples/r-lo <= slack {
+			near[b] = true
+		}
+	}
+	first, lateSeen, lateNear := false, 0, 0
+	for b := range supportBins / 3 {
+		first = first || near[b]
+		if late := supportBins - 1 - b; seen[late] {
+			lateSeen++
+			if near[late] {
+				lateNear++
+			}
+		}
+	}
+	return first && lateSeen >= 2 && lateNear == lateSeen
+}
+
+// supportBins is how many slices supported cuts the time observed into:
+// 44 ms each over the default hold, a few of the real client's bursts.
+const supportBins = 9
+
 // meanDelay is the mean delay of the arrivals behind the earliest capture
 // line at rate r that none of them precedes.
 func (d *RateDetector) meanDelay(r float64) float64 {
@@ -235,5 +325,3 @@ func upperHull(pts []point) []point {
 	}
 	return h
 }
-
-var diagHook func(*RateDetector)

@@ -3,6 +3,8 @@ package microphone
 import (
 	"math"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -124,6 +126,9 @@ func TestRateDetectorSnaps(t *testing.T) {
 			if wrong > 0 {
 				t.Errorf("%s at %d Hz: %d of 500 runs wrong", c.name, rate, wrong)
 			}
+			// None of these falls behind without catching up within
+			// the hold, so none waits for a supported fit past the
+			// unclear-margin extension.
 			if late > 5 || worst > 2*DefaultDetectHold {
 				t.Errorf("%s at %d Hz: %d of 500 runs decided after the %v hold, the latest %v after the first arrival",
 					c.name, rate, late, DefaultDetectHold, worst)
@@ -131,6 +136,56 @@ func TestRateDetectorSnaps(t *testing.T) {
 			if late > 0 {
 				t.Logf("%s at %d Hz: %d of 500 runs waited past the hold, the latest %v", c.name, rate, late, worst)
 			}
+		}
+	}
+}
+
+// Headless Chromium's AudioWorklet page on a loaded machine sends its first
+// messages on time, then falls far behind for up to 1.8 s before catching
+// up (chromiumStartups, recorded). Over the 400 ms hold every arrival but
+// the first few is late, and the fit with the least mean delay is a slower
+// rate; the detector must wait for the catch-up and decide 48000 Hz,
+// within its longest hold.
+func TestRateDetectorChromiumStartup(t *testing.T) {
+	for _, c := range chromiumStartups {
+		d := NewRateDetector(nil, DefaultDetectHold)
+		first := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+		at := first
+		timers := []time.Time{first.Add(DefaultDetectHold), first.Add(maxHoldFactor * DefaultDetectHold)}
+		got, after := 0, time.Duration(0)
+		for _, g := range strings.Fields(c.gaps) {
+			n, err := strconv.Atoi(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at = at.Add(time.Duration(n) * 10 * time.Microsecond)
+			for len(timers) > 0 && timers[0].Before(at) && got == 0 {
+				if r, ok := d.Check(timers[0]); ok {
+					got, after = r, timers[0].Sub(first)
+				}
+				timers = timers[1:]
+			}
+			if got != 0 {
+				break
+			}
+			if r, ok := d.Observe(at, 128); ok {
+				got, after = r, at.Sub(first)
+				break
+			}
+		}
+		for _, tm := range timers {
+			if got == 0 {
+				if r, ok := d.Check(tm); ok {
+					got, after = r, tm.Sub(first)
+				}
+			}
+		}
+		t.Logf("%s: %d Hz after %v", c.name, got, after)
+		if got != 48000 {
+			t.Errorf("%s: detected %d Hz, want 48000", c.name, got)
+		}
+		if after > maxHoldFactor*DefaultDetectHold {
+			t.Errorf("%s: decided %v after the first arrival, past the longest hold", c.name, after)
 		}
 	}
 }
@@ -147,6 +202,7 @@ func TestRateDetectorNoisyArrivals(t *testing.T) {
 	}
 	for _, rate := range []int{48000, 44100} {
 		wrong, extended := 0, 0
+		var worst time.Duration
 		for seed := range uint64(2000) {
 			got, after := detectSim(t, rate, 1024, arrive, seed)
 			if got != rate {
@@ -155,11 +211,12 @@ func TestRateDetectorNoisyArrivals(t *testing.T) {
 			if after > DefaultDetectHold {
 				extended++
 			}
-			if after > 2*DefaultDetectHold {
+			if after > maxHoldFactor*DefaultDetectHold {
 				t.Errorf("seed %d: decided %v after the first arrival, past the deadline", seed, after)
 			}
+			worst = max(worst, after)
 		}
-		t.Logf("%d Hz: %d of 2000 runs wrong, %d waited past the hold", rate, wrong, extended)
+		t.Logf("%d Hz: %d of 2000 runs wrong, %d waited past the hold, the latest %v", rate, wrong, extended, worst)
 		if wrong > 20 {
 			t.Errorf("%d Hz: %d of 2000 runs wrong, want at most 1 %%", rate, wrong)
 		}
@@ -201,10 +258,10 @@ func TestRateDetectorUndecidable(t *testing.T) {
 			t.Fatal("decided on one instant")
 		}
 	}
-	if want := at.Add(2 * DefaultDetectHold); !d.Deadline().Equal(want) {
+	if want := at.Add(maxHoldFactor * DefaultDetectHold); !d.Deadline().Equal(want) {
 		t.Errorf("deadline %v, want first arrival + 2 x %v", d.Deadline(), DefaultDetectHold)
 	}
-	if _, ok := d.Check(at.Add(2 * DefaultDetectHold)); ok {
+	if _, ok := d.Check(at.Add(maxHoldFactor * DefaultDetectHold)); ok {
 		t.Error("Check at the deadline decided on one instant")
 	}
 	if r, ok := d.Decide(); ok {
