@@ -94,9 +94,9 @@ func (r *Relay) admitUndeclared(q url.Values) *sender {
 const verifyFactor = 5
 
 // maxHeld bounds the bytes held for detection: two seconds of float32 at
-// the highest admitted rate, far beyond what a real-time sender sends in
-// the detector's longest wait (twice DefaultDetectHold), so only a sender
-// faster than real time reaches it, and is decided on what it sent.
+// the highest admitted rate, what a real-time sender at that rate sends in
+// the detector's longest wait (maxHoldFactor holds, 2 s), so only a sender
+// faster than real time reaches it early, and is decided on what it sent.
 const maxHeld = 2 * 192000 * 4
 
 // backlogStall is how long flushed audio may wait for PulseAudio to read
@@ -108,8 +108,9 @@ const backlogStall = 200 * time.Millisecond
 
 // undeclaredStream is one sender's undeclared stream while its rate is
 // detected and after. Audio is held from the first message until the
-// RateDetector decides (DefaultDetectHold, 400 ms, up to twice that when
-// the arrivals are ambiguous), then everything held is converted at the
+// RateDetector decides (DefaultDetectHold, 400 ms; up to twice that when
+// the arrivals are ambiguous, up to 2 s while a sender that fell behind at
+// start has not caught up), then everything held is converted at the
 // detected rate in one go, so no sample is ever converted at a wrong rate,
 // and written to the pipe as fast as PulseAudio reads it. The hold costs a
 // one-off delay at the start of a stream; the 8.8 % between 44100 and 48000
