@@ -194,13 +194,13 @@ func comm(root string, pid int) string {
 	return strings.TrimSpace(string(b))
 }
 
-// cmdline is the process's arguments with every path cut to its last two
-// elements, at most 60 characters.
+// cmdline is the process's arguments with every absolute path cut to its
+// last two elements, at most 60 characters.
 func cmdline(root string, pid int) string {
 	b, _ := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "cmdline"))
 	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 	for i, a := range args {
-		if el := strings.Split(a, "/"); len(el) > 2 {
+		if el := strings.Split(a, "/"); strings.HasPrefix(a, "/") && len(el) > 2 {
 			args[i] = strings.Join(el[len(el)-2:], "/")
 		}
 	}
