@@ -403,6 +403,11 @@ func TestFootprintPhases(t *testing.T) {
 	if after := res.Phases[2]; after.Listeners != 0 || after.Kbps != 0 {
 		t.Errorf("after: %d listeners, %.1f kbit/s, want none", after.Listeners, after.Kbps)
 	}
+	for _, ph := range res.Phases {
+		if ph.Anon <= 0 || ph.Anon > ph.RSS {
+			t.Errorf("%s: anonymous %d of RSS %d", ph.Name, ph.Anon, ph.RSS)
+		}
+	}
 	self := res.Phases[0].Procs[0]
 	exe := filepath.Join(filepath.Base(filepath.Dir(os.Args[0])), filepath.Base(os.Args[0]))
 	if self.PID != os.Getpid() || !strings.HasPrefix(self.Cmd, exe+" ") {

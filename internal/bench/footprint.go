@@ -43,6 +43,11 @@ type ProcFootprint struct {
 	CPU float64 `json:"cpu"` // share of one core
 	RSS int64   `json:"rss_bytes"`
 	PSS int64   `json:"pss_bytes"`
+	// Anon is the anonymous part of RSS. File pages (the binaries and
+	// libraries) are shared with every other process mapping the same
+	// files, pods of the same image included, so PSS moves with whatever
+	// else runs on the machine; anonymous pages are the process's own.
+	Anon int64 `json:"rss_anon_bytes"`
 }
 
 // FootprintPhase is the tree over one phase.
@@ -52,6 +57,7 @@ type FootprintPhase struct {
 	CPU       float64         `json:"cpu"`
 	RSS       int64           `json:"rss_bytes"`
 	PSS       int64           `json:"pss_bytes"`
+	Anon      int64           `json:"rss_anon_bytes"`
 	Procs     []ProcFootprint `json:"procs"`
 	Load1     float64         `json:"load1_end"`
 	// Kbps is what the listeners received over the phase, all together:
@@ -157,7 +163,7 @@ func (f *Footprint) phase(ctx context.Context, name string, pool *Pool) (Footpri
 		}
 	}
 	for pid, a := range after {
-		p := ProcFootprint{PID: pid, Comm: comm(root, pid), Cmd: cmdline(root, pid), RSS: a.RSS, PSS: pss(root, pid)}
+		p := ProcFootprint{PID: pid, Comm: comm(root, pid), Cmd: cmdline(root, pid), RSS: a.RSS, PSS: pss(root, pid), Anon: a.RSSAnon}
 		// A process that started during the phase is charged from its start.
 		if b, ok := before[pid]; ok {
 			p.CPU = CPUShare(b, a)
@@ -167,6 +173,7 @@ func (f *Footprint) phase(ctx context.Context, name string, pool *Pool) (Footpri
 		ph.CPU += p.CPU
 		ph.RSS += p.RSS
 		ph.PSS += p.PSS
+		ph.Anon += p.Anon
 		ph.Procs = append(ph.Procs, p)
 	}
 	sort.Slice(ph.Procs, func(i, j int) bool { return ph.Procs[i].PID < ph.Procs[j].PID })
@@ -232,16 +239,16 @@ func pss(root string, pid int) int64 {
 func (r FootprintResult) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "machine: %d CPUs, %s MiB, load %.2f at start, %s\n", r.Machine.CPUs, mib(r.Machine.MemTotal), r.Machine.Load1, r.Machine.Date)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\tlisteners\tprocess\tCPU %\tRSS MiB\tPSS MiB\t\tcommand")
+	fmt.Fprintln(tw, "phase\tlisteners\tprocess\tCPU %\tRSS MiB\tPSS MiB\tanon MiB\t\tcommand")
 	for _, ph := range r.Phases {
 		for _, p := range ph.Procs {
-			fmt.Fprintf(tw, "%s\t%d\t%s (%d)\t%.2f\t%s\t%s\t\t%s\n", ph.Name, ph.Listeners, p.Comm, p.PID, 100*p.CPU, mib(p.RSS), mib(p.PSS), p.Cmd)
+			fmt.Fprintf(tw, "%s\t%d\t%s (%d)\t%.2f\t%s\t%s\t%s\t\t%s\n", ph.Name, ph.Listeners, p.Comm, p.PID, 100*p.CPU, mib(p.RSS), mib(p.PSS), mib(p.Anon), p.Cmd)
 		}
 		recv := ""
 		if ph.Listeners > 0 {
 			recv = fmt.Sprintf("received %.0f kbit/s", ph.Kbps)
 		}
-		fmt.Fprintf(tw, "%s\t%d\twhole sidecar (load %.1f)\t%.2f\t%s\t%s\t\t%s\n", ph.Name, ph.Listeners, ph.Load1, 100*ph.CPU, mib(ph.RSS), mib(ph.PSS), recv)
+		fmt.Fprintf(tw, "%s\t%d\twhole sidecar (load %.1f)\t%.2f\t%s\t%s\t%s\t\t%s\n", ph.Name, ph.Listeners, ph.Load1, 100*ph.CPU, mib(ph.RSS), mib(ph.PSS), mib(ph.Anon), recv)
 	}
 	return tw.Flush()
 }
