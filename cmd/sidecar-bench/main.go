@@ -7,7 +7,7 @@
 //	                      [--breakdown --pid PID] [--proof-delay 100ms]
 //	                      [--codec mp2|opus|both] [--browser internal/e2e/browser]
 //	sidecar-bench churn   --ws URL --pid PID [--cycles 10000 --cycle-rate 200]
-//	sidecar-bench footprint --pid PID --ws URL [--duration 20s] [--listeners 1]
+//	sidecar-bench footprint --pid PID --ws URL [--duration 20s] [--listeners 1] [--after 15s]
 //	sidecar-bench idle    --pid PID [--duration 20s]
 //	sidecar-bench soak    --ws URL --pid PID --ready URL [--duration 5m --kill-every 20s]
 package main
@@ -104,6 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	footFS, footO := newFlags("footprint")
 	footListeners := footFS.Int("listeners", 1, "listeners reading during the second phase (0: idle only)")
+	footAfter := footFS.Duration("after", 0, "then measure idle again this long after the listeners left, past the encoder's linger (0: no third phase)")
 
 	churnFS, churnO := newFlags("churn")
 	cycles := churnFS.Int("cycles", 10000, "connect/disconnect cycles")
@@ -224,11 +225,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Name: "footprint", ShortUsage: "sidecar-bench footprint --pid PID [flags]", ShortHelp: "CPU and RSS/PSS of the whole sidecar, idle and streaming",
 		FlagSet: footFS, Options: opts,
 		Exec: func(ctx context.Context, _ []string) error {
-			if footO.pid == 0 || *footListeners < 0 {
-				return fmt.Errorf("--pid %d --listeners %d: want the daemon's pid and listeners >= 0", footO.pid, *footListeners)
+			if footO.pid == 0 || *footListeners < 0 || *footAfter < 0 {
+				return fmt.Errorf("--pid %d --listeners %d --after %s: want the daemon's pid, listeners >= 0, after >= 0", footO.pid, *footListeners, *footAfter)
 			}
 			jsonOut = footO.jsonOut
-			f := &bench.Footprint{Target: footO.target(), Duration: footO.duration, Listeners: *footListeners, Progress: stderr}
+			f := &bench.Footprint{Target: footO.target(), Duration: footO.duration, Listeners: *footListeners, After: *footAfter, Progress: stderr}
 			r, err := f.Run(ctx)
 			result = r
 			return err

@@ -196,7 +196,7 @@ func TestFootprintAgainstDaemon(t *testing.T) {
 	defer cancel()
 	var out, errb bytes.Buffer
 	err := run(ctx, []string{"footprint", "--ws", d.ws, "--pid", fmt.Sprint(d.cmd.Process.Pid),
-		"--duration", "2s", "--listeners", "1", "--json"}, &out, &errb)
+		"--duration", "2s", "--listeners", "1", "--after", "3s", "--json"}, &out, &errb)
 	if err != nil {
 		t.Fatalf("footprint: %v\n%s", err, errb.String())
 	}
@@ -204,8 +204,8 @@ func TestFootprintAgainstDaemon(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatalf("footprint JSON: %v\n%s", err, out.String())
 	}
-	if len(res.Phases) != 2 {
-		t.Fatalf("%d phases, want idle and streaming: %s", len(res.Phases), out.String())
+	if len(res.Phases) != 3 {
+		t.Fatalf("%d phases, want idle, streaming and after: %s", len(res.Phases), out.String())
 	}
 	comms := func(ph bench.FootprintPhase) []string {
 		var c []string
@@ -221,6 +221,14 @@ func TestFootprintAgainstDaemon(t *testing.T) {
 	}
 	if !slices.Contains(comms(st), "ffmpeg") {
 		t.Errorf("streaming processes %q: want ffmpeg", comms(st))
+	}
+	// MP2 at 128 kbit/s in MPEG-TS is ~207 kbit/s on the wire.
+	if st.Kbps < 100 || st.Kbps > 400 {
+		t.Errorf("the listener received %.1f kbit/s while streaming, want ~207", st.Kbps)
+	}
+	// 3 s after the listener left, past the 1 s linger: no encoder.
+	if after := res.Phases[2]; slices.Contains(comms(after), "ffmpeg") {
+		t.Errorf("processes %q 3 s after the listener left: the encoder should have stopped", comms(after))
 	}
 	for _, ph := range res.Phases {
 		if ph.RSS <= 0 || ph.PSS <= 0 || ph.PSS > ph.RSS {

@@ -355,3 +355,78 @@ func TestOpenFIFOWithoutRelay(t *testing.T) {
 		t.Errorf("openFIFO with no reader: %v", err)
 	}
 }
+
+// stubSpeaker serves one websocket per client and sends it every message
+// that send returns until the client leaves; nil means send nothing.
+func stubSpeaker(t *testing.T, send func() []byte) string {
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		go c.ReadMessage() // notices the client's close
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if msg := send(); msg != nil && c.WriteMessage(websocket.BinaryMessage, msg) != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// TestFootprintPhases measures this test process as the "sidecar": three
+// phases, what the listener received in the streaming one, and the
+// command line that tells two processes of one name apart.
+func TestFootprintPhases(t *testing.T) {
+	ws := stubSpeaker(t, func() []byte { return AppendPacket(nil, DefaultPID, 0, Stamp{}) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	f := &Footprint{Target: Target{WS: ws, PID: os.Getpid()}, Duration: 300 * time.Millisecond, Listeners: 1, After: 100 * time.Millisecond}
+	res, err := f.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ph := range res.Phases {
+		names = append(names, ph.Name)
+	}
+	if strings.Join(names, ",") != "idle,streaming,after" {
+		t.Fatalf("phases %q, want idle, streaming, after", names)
+	}
+	// 188 bytes every ~10 ms is ~150 kbit/s; a loaded machine sends fewer.
+	if st := res.Phases[1]; st.Listeners != 1 || st.Kbps < 10 || st.Kbps > 1000 {
+		t.Errorf("streaming: %d listeners received %.1f kbit/s, want 1 and ~150", st.Listeners, st.Kbps)
+	}
+	if after := res.Phases[2]; after.Listeners != 0 || after.Kbps != 0 {
+		t.Errorf("after: %d listeners, %.1f kbit/s, want none", after.Listeners, after.Kbps)
+	}
+	for _, ph := range res.Phases {
+		if ph.Anon <= 0 || ph.Anon > ph.RSS {
+			t.Errorf("%s: anonymous %d of RSS %d", ph.Name, ph.Anon, ph.RSS)
+		}
+	}
+	self := res.Phases[0].Procs[0]
+	exe := filepath.Join(filepath.Base(filepath.Dir(os.Args[0])), filepath.Base(os.Args[0]))
+	if self.PID != os.Getpid() || !strings.HasPrefix(self.Cmd, exe+" ") {
+		t.Errorf("this process reads as %+v, want pid %d and a command starting %q", self, os.Getpid(), exe)
+	}
+	var table bytes.Buffer
+	if err := res.WriteTable(&table); err != nil || !strings.Contains(table.String(), "received") {
+		t.Errorf("table (%v):\n%s", err, table.String())
+	}
+}
+
+// TestFootprintRefusesSilence: a streaming phase in which the listener got
+// nothing measured an idle sidecar, not a streaming one.
+func TestFootprintRefusesSilence(t *testing.T) {
+	ws := stubSpeaker(t, func() []byte { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	f := &Footprint{Target: Target{WS: ws, PID: os.Getpid()}, Duration: 200 * time.Millisecond, Listeners: 1}
+	if _, err := f.Run(ctx); err == nil || !strings.Contains(err.Error(), "no audio reached") {
+		t.Errorf("a silent relay: %v, want an error saying no audio reached the listener", err)
+	}
+}
