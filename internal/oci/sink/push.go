@@ -34,9 +34,9 @@ type Referrer struct {
 // with the credentials docker and podman use (authn.DefaultKeychain).
 // Referrers go before the tags, so whoever pulls a tag finds the SBOM
 // already there. Every wait on the registry is bounded by fetch.Timeouts'
-// defaults unless opts give another transport. It returns the digest reference, whose
-// digest is the local manifest digest by construction: the registry stores
-// the manifest bytes we send.
+// defaults unless opts give another transport. It returns the digest
+// reference, whose digest is the local manifest digest by construction: the
+// registry stores the manifest bytes we send.
 func Push(ctx context.Context, img Artifact, repo string, tags []string, referrers []Referrer, opts ...remote.Option) (name.Digest, error) {
 	r, err := name.NewRepository(repo)
 	if err != nil {
@@ -68,8 +68,6 @@ func Push(ctx context.Context, img Artifact, repo string, tags []string, referre
 	case v1.Image:
 		images = append(images, a)
 	case v1.ImageIndex:
-		// The platforms' manifests go first, the index last: a registry
-		// refuses an index naming manifests it does not hold.
 		m, err := a.IndexManifest()
 		if err != nil {
 			return name.Digest{}, err
@@ -91,6 +89,8 @@ func Push(ctx context.Context, img Artifact, repo string, tags []string, referre
 	if err := uploadBlobs(ctx, p, r, images); err != nil {
 		return name.Digest{}, fmt.Errorf("push %s: %w", ref, err)
 	}
+	// For an index, the platforms' manifests go first, the index last: a
+	// registry refuses an index naming manifests it does not hold.
 	if err := p.Push(ctx, ref, img); err != nil {
 		return name.Digest{}, fmt.Errorf("push %s: %w", ref, err)
 	}
