@@ -226,7 +226,7 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 	for _, arch := range archs {
 		b, err := buildPlatform(ctx, f, s, lock, arch, daemons[arch], created, filepath.Join(spill, arch), order, stderr)
 		if err != nil {
-			return fmt.Errorf("%s: %w", platformName(debianPlatforms[arch]), err)
+			return fmt.Errorf("%s: %w", oci.PlatformString(debianPlatforms[arch]), err)
 		}
 		built = append(built, b)
 	}
@@ -242,7 +242,7 @@ func runBuild(ctx context.Context, f buildFlags, stdout, stderr io.Writer) error
 		}
 		out = idx
 		for _, b := range built {
-			fmt.Fprintf(stdout, "%s %s\n", platformName(b.platform), b.digest)
+			fmt.Fprintf(stdout, "%s %s\n", oci.PlatformString(b.platform), b.digest)
 		}
 	}
 	if err := writeOutputs(f, out, built, single, dockerArch, tag); err != nil {

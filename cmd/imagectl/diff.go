@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
@@ -15,12 +16,14 @@ import (
 
 func diffCommand(stdout io.Writer) *ffcli.Command {
 	var (
-		opts   imgdiff.Options
-		format string
+		opts    imgdiff.Options
+		format  string
+		timeout time.Duration
 	)
 	fs := flag.NewFlagSet("imagectl diff", flag.ContinueOnError)
 	fs.StringVar(&format, "format", "text", "output format: text or json")
 	fs.BoolVar(&opts.IgnoreTimestamps, "ignore-timestamps", false, "report timestamps but do not count them as differences")
+	registerTimeout(fs, &timeout, "registry")
 	fs.BoolVar(&opts.PerLayer, "per-layer", false, "also compare layer by layer, to tell which layer a difference came from")
 	return &ffcli.Command{
 		Name:       "diff",
@@ -43,12 +46,12 @@ func diffCommand(stdout io.Writer) *ffcli.Command {
 			if format != "text" && format != "json" {
 				return usagef("--format %q: want text or json", format)
 			}
-			a, err := source.OpenAny(ctx, args[0])
+			a, err := source.OpenAny(ctx, args[0], registryOptions(timeout)...)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
-			b, err := source.OpenAny(ctx, args[1])
+			b, err := source.OpenAny(ctx, args[1], registryOptions(timeout)...)
 			if err != nil {
 				return err
 			}

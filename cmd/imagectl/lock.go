@@ -36,7 +36,7 @@ func (f *archiveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.securityMirror, "security-mirror", "", "base URL of the debian-security archive (default: from apt sources)")
 	fs.StringVar(&f.aptRoot, "apt-root", "/", "root directory whose etc/apt sources give the default mirrors")
 	fs.BoolVar(&f.allowExpired, "allow-expired", false, "accept Releases past Valid-Until (old snapshots)")
-	fs.DurationVar(&f.stall, "timeout", 60*time.Second, "give up on a mirror connection that answers nothing for this long (connect, header, or a pause in the body); retried a few times")
+	registerTimeout(fs, &f.stall, "mirror")
 }
 
 // client builds the archive client the flags describe.
@@ -51,7 +51,7 @@ func (f *archiveFlags) client(suites []debian.SuiteRef, stderr io.Writer, now ti
 	}
 	return &archive.Client{
 		Mirrors: mirrors, Keys: keys, Now: now, AllowExpired: f.allowExpired, Log: stderr,
-		HTTP:     &fetch.Client{ConnectTimeout: f.stall, HeaderTimeout: f.stall, StallTimeout: f.stall},
+		HTTP:     &fetch.Client{Timeouts: timeouts(f.stall)},
 		Progress: fetch.NewProgress(stderr, isTerminal(stderr)),
 	}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
 )
 
 // debianPlatforms maps the Debian architectures the lock may hold to the
@@ -16,14 +18,6 @@ var debianPlatforms = map[string]v1.Platform{
 	"amd64": {OS: "linux", Architecture: "amd64"},
 	"arm64": {OS: "linux", Architecture: "arm64", Variant: "v8"},
 	"armhf": {OS: "linux", Architecture: "arm", Variant: "v7"},
-}
-
-func platformName(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
 }
 
 // debianArch reads --platform (os/arch[/variant]; arm64's v8 may be left out).
@@ -59,7 +53,7 @@ func sbomFile(output string, p *v1.Platform) string {
 		return output + ".spdx.json"
 	}
 	base := strings.TrimSuffix(output, ".spdx.json")
-	return base + "." + strings.ReplaceAll(platformName(*p), "/", "-") + ".spdx.json"
+	return base + "." + strings.ReplaceAll(oci.PlatformString(*p), "/", "-") + ".spdx.json"
 }
 
 // daemonBinaries reads --daemon-binary: one path for a single-platform build,

@@ -29,6 +29,7 @@ const ourSecret = "/var/run/desktop/cookie"
 type policyFlags struct {
 	format, spec, lock, user, sourceDateEpoch string
 	userDirs, secrets, skip                   stringList
+	timeout                                   time.Duration
 }
 
 func policyCommand(stdout io.Writer) *ffcli.Command {
@@ -41,6 +42,7 @@ func policyCommand(stdout io.Writer) *ffcli.Command {
 	fs.Var(&f.userDirs, "user-dir", "directory the config user must own (repeatable; added to the spec's)")
 	fs.Var(&f.secrets, "secret", "path that must not be readable by others (repeatable; default with a spec: "+ourSecret+")")
 	fs.Var(&f.skip, "skip", "rule not to run (repeatable): "+strings.Join(policy.RuleNames(), ", "))
+	registerTimeout(fs, &f.timeout, "registry")
 	fs.StringVar(&f.sourceDateEpoch, "source-date-epoch", "", "exact created time expected, Unix seconds (default $SOURCE_DATE_EPOCH, else the lock's)")
 	return &ffcli.Command{
 		Name:       "policy",
@@ -67,7 +69,7 @@ func policyCommand(stdout io.Writer) *ffcli.Command {
 			if err != nil {
 				return err
 			}
-			a, err := source.OpenAny(ctx, args[0])
+			a, err := source.OpenAny(ctx, args[0], registryOptions(f.timeout)...)
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -28,10 +29,12 @@ func pushCommand(stdout, stderr io.Writer) *ffcli.Command {
 	var (
 		repo, sbomFile string
 		tags           stringList
+		timeout        time.Duration
 	)
 	fs := flag.NewFlagSet("imagectl push", flag.ContinueOnError)
 	fs.StringVar(&repo, "repository", "", "registry repository, e.g. registry.example/team/pulse-sidecar")
 	fs.Var(&tags, "tag", "tag to point at the pushed digest (repeatable)")
+	registerTimeout(fs, &timeout, "registry")
 	fs.StringVar(&sbomFile, "sbom", "", "SPDX SBOM to attach as a referrer of the image (default: SRC.spdx.json when it exists, and for an index SRC.<os>-<arch>[-<variant>].spdx.json per platform, where FILE names the prefix the same way; \""+noSBOM+"\" for none)")
 	return &ffcli.Command{
 		Name:       "push",
@@ -71,7 +74,7 @@ func pushCommand(stdout, stderr io.Writer) *ffcli.Command {
 			if err != nil {
 				return err
 			}
-			ref, err := sink.Push(ctx, a.Value(), repo, tags, referrers)
+			ref, err := sink.Push(ctx, a.Value(), repo, tags, referrers, registryOptions(timeout)...)
 			if err != nil {
 				return err
 			}

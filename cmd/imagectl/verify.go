@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -30,6 +31,7 @@ type verifyFlags struct {
 	against string
 	out     string
 	seed    uint64
+	timeout time.Duration
 }
 
 func verifyCommand(stdout, stderr io.Writer) *ffcli.Command {
@@ -38,6 +40,7 @@ func verifyCommand(stdout, stderr io.Writer) *ffcli.Command {
 	f.build.register(fs)
 	fs.StringVar(&f.against, "against", "", "compare one fresh build with this image (layout, OCI or docker archive, registry reference) instead of building twice")
 	fs.StringVar(&f.out, "out", "", "keep the first build's OCI layout here (and its SBOMs at <out>.<os>-<arch>[-<variant>].spdx.json, or <out>.spdx.json for one platform)")
+	registerTimeout(fs, &f.timeout, "registry (--against)")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the perturbed build's package extraction order (default: random, printed)")
 	return &ffcli.Command{
 		Name:       "verify",
@@ -187,7 +190,7 @@ func runVerify(ctx context.Context, f verifyFlags, stdout, stderr io.Writer) err
 		results = append(results, r)
 	}
 	if f.against != "" {
-		a, err := source.OpenAny(ctx, f.against)
+		a, err := source.OpenAny(ctx, f.against, registryOptions(f.timeout)...)
 		if err != nil {
 			return err
 		}

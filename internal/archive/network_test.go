@@ -29,7 +29,7 @@ var audioRoots = []string{"pulseaudio", "pulseaudio-utils", "ffmpeg", "libnss-ex
 
 func TestRealArchiveLock(t *testing.T) {
 	networkTest(t)
-	mirrors, err := MirrorsFromAptSources("/")
+	mirrors, err := Mirrors("/", debian.DefaultSuites(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func Mirrors(root string, suites []debian.SuiteRef, explicit map[string]string) 
 		if root == "" {
 			root = "/"
 		}
-		apt, err := MirrorsFromAptSourcesFor(root, suites)
+		apt, err := aptMirrors(root, suites)
 		if err != nil {
 			return nil, fmt.Errorf("reading apt sources for the default mirrors (or pass --mirror and --security-mirror): %w", err)
 		}
@@ -48,13 +48,7 @@ func Mirrors(root string, suites []debian.SuiteRef, explicit map[string]string) 
 	return out, nil
 }
 
-// MirrorsFromAptSources returns the base URL per archive ("debian",
-// "debian-security") configured in root's apt sources for DefaultSuites.
-func MirrorsFromAptSources(root string) (map[string]string, error) {
-	return MirrorsFromAptSourcesFor(root, debian.DefaultSuites())
-}
-
-// MirrorsFromAptSourcesFor returns the base URL per archive of suites
+// aptMirrors returns the base URL per archive ("debian", "debian-security") of suites
 // configured in root's apt sources. An entry counts for an archive only
 // when it is a "deb" entry with an http or https URI (cdrom:, file: and
 // mirror+ methods name no base URL to fetch from), one of the archive's
@@ -66,7 +60,7 @@ func MirrorsFromAptSources(root string) (map[string]string, error) {
 // one configured for more of the archive's suites, then the first in the
 // order apt reads: sources.list, then sources.list.d's *.list and
 // *.sources files together in file name order.
-func MirrorsFromAptSourcesFor(root string, suites []debian.SuiteRef) (map[string]string, error) {
+func aptMirrors(root string, suites []debian.SuiteRef) (map[string]string, error) {
 	srcs, err := readAptSources(root)
 	if err != nil {
 		return nil, err

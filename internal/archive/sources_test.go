@@ -32,7 +32,7 @@ Components: main
 deb-src http://src.test/debian bookworm main
 deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://security.test/debian-security/ bookworm-security main contrib
 `)
-	got, err := MirrorsFromAptSources(root)
+	got, err := Mirrors(root, debian.DefaultSuites(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestMirrorsFromAptSourcesOneLineOnly(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list"),
 		"deb http://m.test/debian bookworm main\ndeb [ trusted=yes ] http://m.test/debian-security bookworm-security main\n")
-	got, err := MirrorsFromAptSources(root)
+	got, err := Mirrors(root, debian.DefaultSuites(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,15 +65,15 @@ func TestMirrorsFromAptSourcesOneLineOnly(t *testing.T) {
 func TestMirrorsFromAptSourcesErrors(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list"), "deb [arch=amd64 http://m.test/debian bookworm\n")
-	if _, err := MirrorsFromAptSources(root); err == nil {
+	if _, err := Mirrors(root, debian.DefaultSuites(), nil); err == nil {
 		t.Error("unterminated options accepted")
 	}
 	root = t.TempDir()
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/x.sources"), "Types: deb\nSuites: bookworm\n")
-	if _, err := MirrorsFromAptSources(root); err == nil {
+	if _, err := Mirrors(root, debian.DefaultSuites(), nil); err == nil {
 		t.Error("entry without URIs accepted")
 	}
-	got, err := MirrorsFromAptSources(t.TempDir())
+	got, err := Mirrors(t.TempDir(), debian.DefaultSuites(), nil)
 	if err != nil || len(got) != 0 {
 		t.Errorf("no apt config: %v, %v", got, err)
 	}
@@ -96,7 +96,7 @@ func TestMirrorsFromAptSourcesThirdParty(t *testing.T) {
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/debian.sources"),
 		"Types: deb\nURIs: http://mirror.test/debian/\nSuites: bookworm bookworm-updates\nComponents: main contrib\n\n"+
 			"Types: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\nComponents: main\n")
-	got, err := MirrorsFromAptSources(root)
+	got, err := Mirrors(root, debian.DefaultSuites(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +114,12 @@ func TestMirrorsFromAptSourcesOrder(t *testing.T) {
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/20-second.sources"),
 		"Types: deb\nURIs: http://second.test/debian\nSuites: bookworm\nComponents: main\n")
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/05 ignored.list"), "deb http://ignored.test/debian bookworm main\n")
-	got, err := MirrorsFromAptSources(root)
+	got, err := Mirrors(root, debian.DefaultSuites(), nil)
 	if err != nil || got["debian"] != "http://first.test/debian" {
 		t.Errorf("got %v, %v; want first.test (a .list sorting before a .sources)", got, err)
 	}
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list"), "deb http://main.test/debian bookworm main\n")
-	if got, err := MirrorsFromAptSources(root); err != nil || got["debian"] != "http://main.test/debian" {
+	if got, err := Mirrors(root, debian.DefaultSuites(), nil); err != nil || got["debian"] != "http://main.test/debian" {
 		t.Errorf("got %v, %v; want sources.list to come first", got, err)
 	}
 }
@@ -136,25 +136,25 @@ deb http://m.test/debian-security bookworm-security contrib
 `)
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/off.sources"),
 		"Enabled: no\nTypes: deb\nURIs: http://off.test/debian\nSuites: bookworm\nComponents: main\n")
-	got, err := MirrorsFromAptSources(root)
+	got, err := Mirrors(root, debian.DefaultSuites(), nil)
 	if err != nil || len(got) != 0 {
 		t.Errorf("got %v, %v; want nothing", got, err)
 	}
 	// Snapshot URLs name the archive before the timestamp.
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/snap.list"),
 		"deb http://other.test/repo bookworm main\ndeb http://snap.test/archive/debian/20250520T000000Z bookworm main\n")
-	if got, err := MirrorsFromAptSources(root); err != nil || got["debian"] != "http://snap.test/archive/debian/20250520T000000Z" {
+	if got, err := Mirrors(root, debian.DefaultSuites(), nil); err != nil || got["debian"] != "http://snap.test/archive/debian/20250520T000000Z" {
 		t.Errorf("snapshot: got %v, %v", got, err)
 	}
 }
 
-// TestMirrorsFromAptSourcesForSuites: the wanted suites decide which
+// TestAptMirrorsForSuites: the wanted suites decide which
 // entries count.
-func TestMirrorsFromAptSourcesForSuites(t *testing.T) {
+func TestAptMirrorsForSuites(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list"),
 		"deb http://m.test/debian bookworm main\ndeb http://t.test/debian trixie main\n")
-	got, err := MirrorsFromAptSourcesFor(root, []debian.SuiteRef{{Archive: "debian", Suite: "trixie"}})
+	got, err := aptMirrors(root, []debian.SuiteRef{{Archive: "debian", Suite: "trixie"}})
 	if err != nil || !reflect.DeepEqual(got, map[string]string{"debian": "http://t.test/debian"}) {
 		t.Errorf("got %v, %v", got, err)
 	}

@@ -3,8 +3,6 @@ package deb
 import (
 	"archive/tar"
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -57,37 +55,6 @@ const (
 	arHeaderLen    = 60
 )
 
-// DigestError says a file is not the one the lock pinned.
-type DigestError struct {
-	Got, Want string // sha256, lowercase hex
-	Size      int64  // the file's size; WantSize when it differs
-	WantSize  int64
-}
-
-func (e *DigestError) Error() string {
-	if e.Size != e.WantSize {
-		return fmt.Sprintf("%d bytes, the lock pins %d", e.Size, e.WantSize)
-	}
-	return fmt.Sprintf("sha256 %s, the lock pins %s", e.Got, e.Want)
-}
-
-// ReadVerified hashes all size bytes of r and compares them with the
-// pinned size and sha256 before anything is parsed: only the pinned file
-// reaches the decompressors. A mismatch is a *DigestError.
-func ReadVerified(r io.ReaderAt, size int64, wantSize int64, wantSHA256 string, data func(tr *tar.Reader) error) (*Deb, error) {
-	if size != wantSize {
-		return nil, &DigestError{Size: size, WantSize: wantSize}
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
-		return nil, err
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, wantSHA256) {
-		return nil, &DigestError{Got: got, Want: strings.ToLower(wantSHA256), Size: size, WantSize: wantSize}
-	}
-	return Read(r, size, DefaultLimits, data)
-}
-
 // Read parses a .deb of size bytes (an ar archive): "debian-binary" must
 // say 2.x, then control.tar[.gz|.xz|.zst] is read fully and
 // data.tar[.gz|.xz|.zst] is decompressed and handed to data as a tar
@@ -96,8 +63,9 @@ func ReadVerified(r io.ReaderAt, size int64, wantSize int64, wantSHA256 string, 
 // name. Sparse tar entries are refused, and decompression is bounded by
 // lim.
 //
-// Read parses whatever it is given: callers with a pinned digest use
-// ReadVerified, or check the bytes themselves first. The whole archive is
+// Read parses whatever it is given: callers with a pinned digest check the
+// bytes first, as the build does, so only the pinned file reaches the
+// decompressors. The whole archive is
 // consumed, so a truncated file is reported even when data stops reading
 // early.
 func Read(r io.ReaderAt, size int64, lim Limits, data func(tr *tar.Reader) error) (*Deb, error) {

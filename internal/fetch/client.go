@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"time"
@@ -18,19 +18,10 @@ import (
 // Client is imagectl's one HTTP source: archive metadata (InRelease,
 // Packages indexes) and .debs go through it, so they share its timeouts,
 // retries and progress reporting. The zero value is ready to use.
-//
-// There is no overall deadline: a large .deb on a slow link may take long,
-// and that is fine while bytes arrive. What is bounded is every wait:
-// connecting, the response header, and any pause in the body.
 type Client struct {
-	// ConnectTimeout bounds the TCP and TLS handshakes; 30s when zero.
-	ConnectTimeout time.Duration
-	// HeaderTimeout bounds the wait for the response header after the
-	// request is sent (a server that accepts and never answers); 60s when zero.
-	HeaderTimeout time.Duration
-	// StallTimeout abandons a response whose body delivers nothing for
-	// this long; 60s when zero.
-	StallTimeout time.Duration
+	// Timeouts bound connecting, the response header and any pause in a
+	// body; their zero values are the defaults.
+	Timeouts
 	// Attempts per URL for transient failures (network errors, timeouts,
 	// 5xx, 429, truncated bodies); 4 when zero.
 	Attempts int
@@ -45,29 +36,8 @@ type Client struct {
 // and trying another URL (or another form of an index) makes sense.
 var ErrNotFound = errors.New("404 not found")
 
-// errStalled is the cancellation cause of a request whose peer went quiet.
-var errStalled = errors.New("stalled")
-
-func dflt(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
-
 func (c *Client) client() *http.Client {
-	c.once.Do(func() {
-		connect := dflt(c.ConnectTimeout, 30*time.Second)
-		c.http = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   connect,
-			ResponseHeaderTimeout: dflt(c.HeaderTimeout, 60*time.Second),
-			ForceAttemptHTTP2:     true,
-			MaxIdleConnsPerHost:   8,
-			IdleConnTimeout:       90 * time.Second,
-		}}
-	})
+	c.once.Do(func() { c.http = &http.Client{Transport: c.Timeouts.Transport()} })
 	return c.http
 }
 
@@ -111,20 +81,13 @@ func (c *Client) retry(ctx context.Context, attempt func() (int64, error), undo 
 // body to w, so callers can tell "too large" apart. It returns the bytes
 // copied. Failures that may pass are wrapped in transientError.
 func (c *Client) get(ctx context.Context, url string, w io.Writer, limit int64) (int64, error) {
-	stall := dflt(c.StallTimeout, 60*time.Second)
-	rctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	// The watchdog runs from the start: it also catches a peer that
-	// stalls between connecting and sending the header.
-	watchdog := time.AfterFunc(stall, func() { cancel(errStalled) })
-	defer watchdog.Stop()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
 	}
 	resp, err := c.client().Do(req)
 	if err != nil {
-		return 0, transientError{c.why(rctx, err)}
+		return 0, transientError{bare(err)}
 	}
 	defer resp.Body.Close()
 	switch {
@@ -136,40 +99,25 @@ func (c *Client) get(ctx context.Context, url string, w io.Writer, limit int64) 
 	default:
 		return 0, fmt.Errorf("HTTP %s", resp.Status)
 	}
-	watchdog.Reset(stall)
-	body := &stallReader{r: resp.Body, watchdog: watchdog, stall: stall}
-	n, err := io.Copy(w, io.LimitReader(body, limit+1))
+	n, err := io.Copy(w, io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		var we writeError
 		if errors.As(err, &we) {
 			return n, we.err // a full disk is not the network's fault
 		}
-		return n, transientError{fmt.Errorf("interrupted after %d bytes: %w", n, c.why(rctx, err))}
+		return n, transientError{fmt.Errorf("interrupted after %d bytes: %w", n, bare(err))}
 	}
 	return n, nil
 }
 
-// why names a stall instead of the bare "context canceled" it causes.
-func (c *Client) why(ctx context.Context, err error) error {
-	if errors.Is(context.Cause(ctx), errStalled) {
-		return fmt.Errorf("no data for %s: %w", dflt(c.StallTimeout, 60*time.Second), errStalled)
+// bare drops net/http's "Get URL:" wrapping: every caller here names the
+// URL itself.
+func bare(err error) error {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return ue.Err
 	}
 	return err
-}
-
-// stallReader pushes the watchdog back whenever bytes arrive.
-type stallReader struct {
-	r        io.Reader
-	watchdog *time.Timer
-	stall    time.Duration
-}
-
-func (s *stallReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if n > 0 {
-		s.watchdog.Reset(s.stall)
-	}
-	return n, err
 }
 
 // writeError marks a failure of the destination, which retrying the

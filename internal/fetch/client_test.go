@@ -33,7 +33,7 @@ func TestFetchBodyStallIsRetried(t *testing.T) {
 		w.Write(b)
 	})
 	f := newFetcher(t)
-	f.Client.StallTimeout = 200 * time.Millisecond
+	f.Client.Stall = 200 * time.Millisecond
 	it := itemFor("a", srv.URL+"/a")
 	start := time.Now()
 	if _, err := f.Fetch(context.Background(), []Item{it}); err != nil {
@@ -58,9 +58,9 @@ func TestClientBytesStalls(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	c := &Client{HeaderTimeout: 100 * time.Millisecond, StallTimeout: 100 * time.Millisecond, Attempts: 2, Backoff: time.Millisecond}
+	c := &Client{Timeouts: Timeouts{Header: 100 * time.Millisecond, Stall: 100 * time.Millisecond}, Attempts: 2, Backoff: time.Millisecond}
 	_, err := c.Bytes(context.Background(), itemFor("idx", srv.URL+"/idx"), nil)
-	if err == nil || !strings.Contains(err.Error(), "no data for 100ms") && !strings.Contains(err.Error(), "timeout awaiting response headers") {
+	if err == nil || !strings.Contains(err.Error(), "no progress for 100ms awaiting the response header") {
 		t.Fatalf("err = %v", err)
 	}
 	t.Log(err)

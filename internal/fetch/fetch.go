@@ -5,7 +5,7 @@
 // a rerun after a failure downloads only what is missing. A cache hit is
 // matched by name and size only (hashing the whole cache on every run would
 // cost more than the build); the build hashes every .deb in full before it
-// parses it (deb.ReadVerified), so a cache file changed behind our back
+// parses it (internal/build's readPinned), so a cache file changed behind our back
 // fails the build rather than entering the image.
 //
 // Client is the one HTTP source of imagectl: the .debs here and the

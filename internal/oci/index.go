@@ -9,16 +9,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Platform reads the platform an image was built for from its config: the
+// Platform reads the platform an image was built for from its config: an
 // index entry must say what the image says, or a runtime that picks by the
-// index would run an image of another architecture.
+// index would run an image of another architecture. It may be empty for
+// someone else's image; AssembleIndex refuses that.
 func Platform(img v1.Image) (v1.Platform, error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return v1.Platform{}, err
-	}
-	if cf.OS == "" || cf.Architecture == "" {
-		return v1.Platform{}, fmt.Errorf("image config names no os/architecture")
 	}
 	return v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}, nil
 }
@@ -48,6 +46,9 @@ func AssembleIndex(imgs []v1.Image) (v1.ImageIndex, error) {
 		p, err := Platform(img)
 		if err != nil {
 			return nil, fmt.Errorf("image index: %w", err)
+		}
+		if p.OS == "" || p.Architecture == "" {
+			return nil, fmt.Errorf("image index: an image config names no os/architecture")
 		}
 		if seen[PlatformString(p)] {
 			return nil, fmt.Errorf("image index: two images for %s", PlatformString(p))

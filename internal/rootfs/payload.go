@@ -68,7 +68,9 @@ func (f *FS) ReadPayload(origin string, tr *tar.Reader, keep Filter) (*Payload, 
 			return p, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("package %s: reading payload: %w", origin, noEOF(err))
+			// A payload cut short is io.ErrUnexpectedEOF already: tar
+			// and package deb's decompressors say so.
+			return nil, fmt.Errorf("package %s: reading payload: %w", origin, err)
 		}
 		if err := f.readEntry(p, hdr, tr, keep); err != nil {
 			return nil, fmt.Errorf("package %s: %w", origin, err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,11 +37,11 @@ type memStore struct {
 func newMemStore() *memStore { return &memStore{blobs: map[digest][]byte{}} }
 
 func (m *memStore) put(r io.Reader, size int64) (digest, error) {
-	b := make([]byte, size)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return digest{}, noEOF(err)
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	if err := copyExactly(buf, r, size); err != nil {
+		return digest{}, err
 	}
-	return m.putBytes(b)
+	return m.putBytes(buf.Bytes())
 }
 
 // putBytes keeps b itself (no copy): callers hand over ownership.
@@ -89,10 +88,7 @@ func (s *diskStore) put(r io.Reader, size int64) (digest, error) {
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, size))
-	if err == nil && n < size {
-		err = io.ErrUnexpectedEOF
-	}
+	err = copyExactly(io.MultiWriter(tmp, h), r, size)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -129,9 +125,11 @@ func (s *diskStore) open(d digest) (io.ReadCloser, error) {
 
 func (s *diskStore) bytes(digest) []byte { return nil }
 
-func noEOF(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
+// copyExactly copies size bytes of r to w: fewer is a payload cut short.
+func copyExactly(w io.Writer, r io.Reader, size int64) error {
+	n, err := io.Copy(w, io.LimitReader(r, size))
+	if err == nil && n < size {
+		err = io.ErrUnexpectedEOF
 	}
 	return err
 }

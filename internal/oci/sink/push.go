@@ -7,14 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
 )
 
 // Referrer is an OCI 1.1 artifact about an image (its SBOM): a manifest
@@ -26,11 +30,13 @@ type Referrer struct {
 
 // Push uploads img (an image or an image index) to repo by digest, attaches
 // each referrer to its subject (the image, or one platform's image of the
-// index: an SBOM describes one architecture), then points each tag at it, with the credentials docker and podman use
-// (authn.DefaultKeychain). Referrers go before the tags, so whoever pulls a
-// tag finds the SBOM already there. It returns the digest reference, whose
-// digest is the local manifest digest by construction: the registry stores
-// the manifest bytes we send.
+// index: an SBOM describes one architecture), then points each tag at it,
+// with the credentials docker and podman use (authn.DefaultKeychain).
+// Referrers go before the tags, so whoever pulls a tag finds the SBOM
+// already there. Every wait on the registry is bounded by fetch.Timeouts'
+// defaults unless opts give another transport. It returns the digest
+// reference, whose digest is the local manifest digest by construction: the
+// registry stores the manifest bytes we send.
 func Push(ctx context.Context, img Artifact, repo string, tags []string, referrers []Referrer, opts ...remote.Option) (name.Digest, error) {
 	r, err := name.NewRepository(repo)
 	if err != nil {
@@ -50,25 +56,42 @@ func Push(ctx context.Context, img Artifact, repo string, tags []string, referre
 		return name.Digest{}, err
 	}
 	ref := r.Digest(d.String())
-	opts = append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}, opts...)
+	opts = append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain), remote.WithTransport(fetch.Timeouts{}.Transport())}, opts...)
+	p, err := remote.NewPusher(opts...)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	opts = append(opts, remote.Reuse(p))
 	subjects := map[string]bool{ref.DigestStr(): true}
+	var images []v1.Image
 	switch a := img.(type) {
 	case v1.Image:
-		err = remote.Write(ref, a, opts...)
+		images = append(images, a)
 	case v1.ImageIndex:
-		// The platforms' manifests go first, the index last: a registry
-		// refuses an index naming manifests it does not hold.
-		err = remote.WriteIndex(ref, a, opts...)
-		var m *v1.IndexManifest
-		if m, err = indexManifest(a, err); err == nil {
-			for _, d := range m.Manifests {
-				subjects[d.Digest.String()] = true
+		m, err := a.IndexManifest()
+		if err != nil {
+			return name.Digest{}, err
+		}
+		for _, d := range m.Manifests {
+			subjects[d.Digest.String()] = true
+			if !d.MediaType.IsImage() {
+				continue // p.Push walks what this does not
 			}
+			child, err := a.Image(d.Digest)
+			if err != nil {
+				return name.Digest{}, fmt.Errorf("push %s: manifest %s: %w", ref, d.Digest, err)
+			}
+			images = append(images, child)
 		}
 	default:
-		err = fmt.Errorf("%T is neither an image nor an image index", img)
+		return name.Digest{}, fmt.Errorf("%T is neither an image nor an image index", img)
 	}
-	if err != nil {
+	if err := uploadBlobs(ctx, p, r, images); err != nil {
+		return name.Digest{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	// For an index, the platforms' manifests go first, the index last: a
+	// registry refuses an index naming manifests it does not hold.
+	if err := p.Push(ctx, ref, img); err != nil {
 		return name.Digest{}, fmt.Errorf("push %s: %w", ref, err)
 	}
 	for _, a := range referrers {
@@ -84,12 +107,60 @@ func Push(ctx context.Context, img Artifact, repo string, tags []string, referre
 	return ref, nil
 }
 
-func indexManifest(idx v1.ImageIndex, err error) (*v1.IndexManifest, error) {
-	if err != nil {
-		return nil, err
+// uploadBlobs sends every layer and config of images before any manifest,
+// so a failure names its blob: go-containerregistry's errors name only the
+// upload session. The manifests' push then finds them sent (the Pusher
+// remembers), as the distribution spec has it: blobs first.
+func uploadBlobs(ctx context.Context, p *remote.Pusher, repo name.Repository, images []v1.Image) error {
+	seen := map[v1.Hash]bool{}
+	var blobs []v1.Layer
+	for _, img := range images {
+		ls, err := img.Layers()
+		if err != nil {
+			return err
+		}
+		cl, err := partial.ConfigLayer(img)
+		if err != nil {
+			return err
+		}
+		for _, l := range append(ls, cl) {
+			d, err := l.Digest()
+			if err != nil {
+				return err
+			}
+			if !seen[d] {
+				seen[d] = true
+				blobs = append(blobs, l)
+			}
+		}
 	}
-	return idx.IndexManifest()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+		slots = make(chan struct{}, uploadJobs)
+	)
+	for _, l := range blobs {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			if ctx.Err() != nil {
+				return
+			}
+			if err := p.Upload(ctx, repo, l); err != nil {
+				d, _ := l.Digest()
+				once.Do(func() { first = fmt.Errorf("blob %s: %w", d, err); cancel() })
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }
+
+// uploadJobs is how many blobs go up at once, go-containerregistry's default.
+const uploadJobs = 4
 
 // artifactHead is what attach reads from a referrer's manifest.
 type artifactHead struct {

@@ -8,6 +8,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/oci"
 )
 
 // Artifact is what a source holds: one image, or an image index of one
@@ -29,15 +31,7 @@ type PlatformImage struct {
 }
 
 // Name is how files and messages name the platform: os/arch[/variant].
-func (p PlatformImage) Name() string { return platformName(p.Platform) }
-
-func platformName(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
+func (p PlatformImage) Name() string { return oci.PlatformString(p.Platform) }
 
 // Close releases what backs the artifact.
 func (a *Artifact) Close() error {
@@ -95,20 +89,12 @@ func (a *Artifact) single(where string) (*Image, error) {
 }
 
 func imageArtifact(img *Image) (*Artifact, error) {
-	p, err := configPlatform(img)
+	p, err := oci.Platform(img)
 	if err != nil {
 		img.Close()
 		return nil, err
 	}
 	return &Artifact{Platforms: []PlatformImage{{Platform: p, Image: img.Image}}, close: img.close}, nil
-}
-
-func configPlatform(img v1.Image) (v1.Platform, error) {
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return v1.Platform{}, err
-	}
-	return v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}, nil
 }
 
 // verifiedArtifact is verifiedImage for a descriptor that may name an index:
@@ -142,17 +128,17 @@ func verifiedArtifact(source string, desc v1.Descriptor, open blobOpener) (*Arti
 		if err != nil {
 			return nil, err
 		}
-		p, err := configPlatform(img)
+		p, err := oci.Platform(img)
 		if err != nil {
 			return nil, fmt.Errorf("%s: manifest %s: %w", source, d.Digest, err)
 		}
 		if d.Platform == nil || d.Platform.OS != p.OS || d.Platform.Architecture != p.Architecture || d.Platform.Variant != p.Variant {
-			return nil, fmt.Errorf("%s: index %s says manifest %s is for %v, its config says %s", source, desc.Digest, d.Digest, platformOrNone(d.Platform), platformName(p))
+			return nil, fmt.Errorf("%s: index %s says manifest %s is for %v, its config says %s", source, desc.Digest, d.Digest, platformOrNone(d.Platform), oci.PlatformString(p))
 		}
-		if seen[platformName(p)] {
-			return nil, fmt.Errorf("%s: index %s lists two images for %s", source, desc.Digest, platformName(p))
+		if seen[oci.PlatformString(p)] {
+			return nil, fmt.Errorf("%s: index %s lists two images for %s", source, desc.Digest, oci.PlatformString(p))
 		}
-		seen[platformName(p)] = true
+		seen[oci.PlatformString(p)] = true
 		idx.images[d.Digest] = img.Image
 		out.Platforms = append(out.Platforms, PlatformImage{Platform: p, Image: img.Image})
 	}
@@ -166,7 +152,7 @@ func platformOrNone(p *v1.Platform) string {
 	if p == nil {
 		return "no platform"
 	}
-	return platformName(*p)
+	return oci.PlatformString(*p)
 }
 
 // verifiedIndex serves an index whose bytes and images have been checked.

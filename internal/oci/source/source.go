@@ -24,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/pulse-sidecar/pulse-sidecar/internal/fetch"
 )
 
 // Image is an image whose every blob has been checked, with whatever backs
@@ -44,7 +46,8 @@ func (i *Image) Close() error {
 // Open is Load for a path that exists and a registry reference otherwise,
 // read with the credentials docker and podman use. It is how diff, policy
 // and verify --against accept an image from anywhere: a local build, a Nix
-// or Bazel result, or what a registry serves.
+// or Bazel result, or what a registry serves. Every wait on a registry is
+// bounded by fetch.Timeouts' defaults unless opts give another transport.
 func Open(ctx context.Context, src string, opts ...remote.Option) (*Image, error) {
 	a, err := OpenAny(ctx, src, opts...)
 	if err != nil {
@@ -68,7 +71,7 @@ func OpenAny(ctx context.Context, src string, opts ...remote.Option) (*Artifact,
 		// Most likely a mistyped path: say so first.
 		return nil, fmt.Errorf("%s: no such file or directory, and not an image reference: %w", src, err)
 	}
-	opts = append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}, opts...)
+	opts = append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain), remote.WithTransport(fetch.Timeouts{}.Transport())}, opts...)
 	return fromRegistry(src, ref, opts)
 }
 
