@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
@@ -313,24 +313,8 @@ func (l *logLines) byReason() (accounted map[string]int, lines int) {
 	return accounted, lines
 }
 
-func refusedCount(t *testing.T, reg *prometheus.Registry, reason string) int {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "pulse_sidecar_test_refused_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == reason {
-				return int(m.GetCounter().GetValue())
-			}
-		}
-	}
-	t.Fatalf("refused_total{reason=%q} not found", reason)
-	return 0
+func refusedCount(s *Server, reason string) int {
+	return int(testutil.ToFloat64(s.m.refused.WithLabelValues(reason)))
 }
 
 // A flood of refused handshakes (403, 401, 400) writes a bounded number of
@@ -340,7 +324,6 @@ func refusedCount(t *testing.T, reg *prometheus.Registry, reason string) int {
 // token.
 func TestRefusalFloodLogsBounded(t *testing.T) {
 	logs := &logLines{}
-	reg := prometheus.NewRegistry()
 	s, cancel, wait := start(t, Config{
 		AllowedOrigins: []string{"https://desktop.example"},
 		Auth:           &tokenAuth{},
@@ -350,7 +333,7 @@ func TestRefusalFloodLogsBounded(t *testing.T) {
 			}
 			return echoSession{}, nil
 		},
-		Log: logs.logger(), Registerer: reg,
+		Log: logs.logger(),
 	})
 	const token = "eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJlLW5vdC10by1sb2c"
 	kinds := []struct {
@@ -394,7 +377,7 @@ func TestRefusalFloodLogsBounded(t *testing.T) {
 		t.Errorf("%d refusal lines for %d refusals, want at most %d", lines, len(kinds)*each, bound)
 	}
 	for _, k := range kinds {
-		if got := refusedCount(t, reg, k.reason); got != each {
+		if got := refusedCount(s, k.reason); got != each {
 			t.Errorf("refused_total{reason=%q} = %d, want %d", k.reason, got, each)
 		}
 		if accounted[k.reason] != each {
@@ -428,11 +411,10 @@ func TestRefusalFloodLogsBounded(t *testing.T) {
 // and logged within the same bound.
 func TestConnectionFloodLogsBounded(t *testing.T) {
 	logs := &logLines{}
-	reg := prometheus.NewRegistry()
 	s, cancel, wait := start(t, Config{
 		MaxConnections: 1, HandshakeTimeout: time.Minute,
 		Admit: func(*http.Request) (Session, error) { return echoSession{}, nil },
-		Log:   logs.logger(), Registerer: reg,
+		Log:   logs.logger(),
 	})
 	// Holds the one slot: it never sends its request.
 	hold, err := net.Dial("tcp", s.Addr().String())
@@ -450,7 +432,7 @@ func TestConnectionFloodLogsBounded(t *testing.T) {
 		c.Close()
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for refusedCount(t, reg, ReasonConnections) < flood && time.Now().Before(deadline) {
+	for refusedCount(s, ReasonConnections) < flood && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	took := time.Since(began)
@@ -458,7 +440,7 @@ func TestConnectionFloodLogsBounded(t *testing.T) {
 	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
-	if got := refusedCount(t, reg, ReasonConnections); got != flood {
+	if got := refusedCount(s, ReasonConnections); got != flood {
 		t.Errorf("refused_total{reason=connections} = %d, want %d", got, flood)
 	}
 	accounted, lines := logs.byReason()
