@@ -233,7 +233,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 
 	grace := cfg.StopTimeout * 6 / 10
 
-	pa := &pulse.Daemon{
+	pa, err := pulse.New(pulse.DaemonConfig{
 		Config: pulse.Config{
 			Socket: cfg.PulseSocket, TCPAddr: cfg.PulseTCPAddr, CookieFile: cookieFile,
 			MicFIFO: cfg.MicrophoneFIFO, MicFormat: cfg.MicFormat, MicRate: cfg.MicRate,
@@ -242,6 +242,9 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		Binary: cfg.PulseAudio, Cookie: cookie, Reaper: reaper, Grace: grace,
 		Log: log.With("actor", "pulseaudio"), Ready: ready.Setter("pulseaudio"), Registerer: reg,
 		Watchdog: watchdog(cfg.PulseWatchdog),
+	})
+	if err != nil {
+		return fmt.Errorf("pulseaudio: %w", err)
 	}
 	// The websocket ports' common settings: one limit, one origin policy,
 	// one ping policy for both relays.

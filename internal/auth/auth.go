@@ -180,9 +180,10 @@ func (v *Verifier) load() (*loaded, error) {
 
 // Check verifies the token of r: the jwt_token query parameter, or, when
 // that is absent or empty, "Authorization: Bearer TOKEN". nil means
-// accepted. A refusal is an *Error; Check has already logged it (service,
-// peer, reason, error text: never the token) and counted it. A nil
-// Verifier accepts everything: that is the unauthenticated configuration.
+// accepted. A refusal is an *Error, counted here by its Reason; its text
+// never holds the token, so the caller may log it (the websocket layer does,
+// rate-limited with its other refusals). A nil Verifier accepts
+// everything: that is the unauthenticated configuration.
 func (v *Verifier) Check(r *http.Request, service string) error {
 	if v == nil {
 		return nil
@@ -192,8 +193,6 @@ func (v *Verifier) Check(r *http.Request, service string) error {
 		return nil
 	}
 	v.refused.WithLabelValues(service, string(err.Reason)).Inc()
-	v.log.Warn("auth: token refused", "service", service, "peer", r.RemoteAddr,
-		"reason", string(err.Reason), "err", err.Err.Error())
 	return err
 }
 

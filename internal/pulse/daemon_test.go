@@ -100,7 +100,7 @@ func TestDaemonWithPulseAudio(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	var ready readiness
 	reaper := supervise.NewReaper(nil, false)
-	d := &Daemon{
+	d, err := New(DaemonConfig{
 		Config: Config{
 			Socket:      filepath.Join(dir, "s"),
 			TCPAddr:     tcp,
@@ -119,9 +119,13 @@ func TestDaemonWithPulseAudio(t *testing.T) {
 		Ready:      ready.set,
 		Registerer: reg,
 		Grace:      10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	c := d.cfg
 	// A stale FIFO from a previous run would make module-pipe-source abort.
-	if err := unix.Mkfifo(d.MicFIFO, 0o600); err != nil {
+	if err := unix.Mkfifo(c.MicFIFO, 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -133,7 +137,7 @@ func TestDaemonWithPulseAudio(t *testing.T) {
 	go func() { done <- d.Run(ctx) }()
 
 	eventually(t, "ready", func() bool { r, _ := ready.last(); return r })
-	server := "unix:" + d.Socket
+	server := "unix:" + c.Socket
 	for _, tc := range []struct{ args, want string }{
 		{"info", "Default Sink: speaker"},
 		{"list short sinks", "speaker"},
@@ -142,20 +146,20 @@ func TestDaemonWithPulseAudio(t *testing.T) {
 		{"list short source-outputs", "module-loopback"},
 		{"list short sinks", "speaker_warmer"},
 	} {
-		out, err := pactl(t, server, d.CookieFile, strings.Fields(tc.args)...)
+		out, err := pactl(t, server, c.CookieFile, strings.Fields(tc.args)...)
 		if err != nil || !strings.Contains(out, tc.want) {
 			t.Errorf("pactl %s: %v\n%s", tc.args, err, out)
 		}
 	}
-	if fi, err := os.Stat(d.MicFIFO); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(c.MicFIFO); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 || fi.Mode().Perm() != 0o600 {
 		t.Errorf("microphone FIFO: %v %v, want a FIFO with mode 0600", fi.Mode(), err)
 	}
-	if fi, err := os.Stat(d.CookieFile); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(c.CookieFile); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("cookie file: %v %v", fi, err)
 	}
 
 	// TCP: the cookie is the only way in.
-	if out, err := pactl(t, "tcp:"+tcp, d.CookieFile, "info"); err != nil {
+	if out, err := pactl(t, "tcp:"+tcp, c.CookieFile, "info"); err != nil {
 		t.Errorf("pactl over TCP with the cookie: %v\n%s", err, out)
 	}
 	wrong := filepath.Join(t.TempDir(), "wrong")
@@ -190,7 +194,7 @@ func TestDaemonWithPulseAudio(t *testing.T) {
 	if got := restartCount(t, reg); got != 1 {
 		t.Errorf("restarts counter = %v, want 1", got)
 	}
-	if out, err := pactl(t, server, d.CookieFile, "info"); err != nil {
+	if out, err := pactl(t, server, c.CookieFile, "info"); err != nil {
 		t.Errorf("pactl after restart: %v\n%s", err, out)
 	}
 	newPid := childPulseaudio(t)
@@ -206,8 +210,8 @@ func TestDaemonWithPulseAudio(t *testing.T) {
 	if err := unix.Kill(newPid, 0); !errors.Is(err, unix.ESRCH) {
 		t.Errorf("pulseaudio %d still exists: %v", newPid, err)
 	}
-	for _, p := range []string{d.MicFIFO, d.Socket,
-		filepath.Join(d.RunDir, scriptName), filepath.Join(d.RunDir, confName), filepath.Join(d.RunDir, "pulse")} {
+	for _, p := range []string{c.MicFIFO, c.Socket,
+		filepath.Join(c.RunDir, scriptName), filepath.Join(c.RunDir, confName), filepath.Join(c.RunDir, "pulse")} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s left behind: %v", p, err)
 		}
@@ -229,10 +233,62 @@ func restartCount(t *testing.T, reg *prometheus.Registry) float64 {
 	return 0
 }
 
-func TestDaemonRejectsBadConfig(t *testing.T) {
-	d := &Daemon{Config: baseConfig(), Reaper: supervise.NewReaper(nil, false)}
-	d.MicFIFO = "/x y"
-	if err := d.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "microphone FIFO") {
-		t.Fatalf("Run: %v", err)
+// A configuration PulseAudio cannot run with is refused by New, before any
+// actor runs and before anything is written; before New existed, Run found
+// some of these only after the group had started (a bad path) and others
+// never (a negative interval became a default, a missing Reaper panicked
+// at the first start).
+func TestNewRejectsBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := func() DaemonConfig {
+		c := baseConfig()
+		c.RunDir = filepath.Join(dir, "run")
+		c.CookieFile = filepath.Join(c.RunDir, "cookie")
+		return DaemonConfig{Config: c, Reaper: supervise.NewReaper(nil, false)}
+	}
+	if _, err := New(good()); err != nil {
+		t.Fatalf("New with a good config: %v", err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		edit       func(*DaemonConfig)
+	}{
+		{"path with a space", "microphone FIFO", func(c *DaemonConfig) { c.MicFIFO = "/x y" }},
+		{"socket path too long", "socket", func(c *DaemonConfig) { c.Socket = "/" + strings.Repeat("s", 120) }},
+		{"bad microphone rate", "microphone rate", func(c *DaemonConfig) { c.MicRate = 1 }},
+		{"relative binary", "binary", func(c *DaemonConfig) { c.Binary = "pulseaudio" }},
+		{"short cookie", "cookie: 16 bytes", func(c *DaemonConfig) { c.Cookie = make([]byte, 16) }},
+		{"no reaper", "Reaper", func(c *DaemonConfig) { c.Reaper = nil }},
+		{"negative probe interval", "probe interval", func(c *DaemonConfig) { c.ProbeInterval = -time.Second }},
+		{"negative start timeout", "start timeout", func(c *DaemonConfig) { c.StartTimeout = -time.Second }},
+		{"negative backoff", "backoff minimum", func(c *DaemonConfig) { c.Backoff.Min = -time.Second }},
+	} {
+		cfg := good()
+		tc.edit(&cfg)
+		d, err := New(cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: New = %v, %v; want an error naming %q", tc.name, d, err, tc.want)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "run")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("New wrote the run dir: %v", err)
+	}
+}
+
+// Every default is resolved by New, so Run reads no zero value.
+func TestNewDefaults(t *testing.T) {
+	d, err := New(DaemonConfig{Config: baseConfig(), Reaper: supervise.NewReaper(nil, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := d.cfg
+	if c.Binary != "/usr/bin/pulseaudio" || len(c.Cookie) != CookieLen || c.Log == nil || c.Ready == nil ||
+		c.Grace != 5*time.Second || c.StartTimeout != 15*time.Second || c.ProbeInterval != time.Second ||
+		c.Watchdog != 10*time.Second || c.Backoff.Min != 100*time.Millisecond || c.Backoff.Max != 5*time.Second {
+		t.Errorf("defaults: %+v", c)
+	}
+	off, err := New(DaemonConfig{Config: baseConfig(), Reaper: supervise.NewReaper(nil, false), Watchdog: -1})
+	if err != nil || off.cfg.Watchdog >= 0 {
+		t.Errorf("a negative watchdog (never) became %v (%v)", off.cfg.Watchdog, err)
 	}
 }

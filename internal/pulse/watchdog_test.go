@@ -48,7 +48,7 @@ func runDaemon(t *testing.T, warm bool, watchdog time.Duration) (*Daemon, *readi
 	var ready readiness
 	logs := &logRecords{}
 	reaper := supervise.NewReaper(nil, false)
-	d := &Daemon{
+	d, err := New(DaemonConfig{
 		Config: Config{
 			Socket: filepath.Join(dir, "s"), CookieFile: filepath.Join(dir, "run", "cookie"),
 			MicFIFO: filepath.Join(dir, "mic"), MicFormat: "float32le", MicRate: 44100, MicChannels: 1,
@@ -58,6 +58,9 @@ func runDaemon(t *testing.T, warm bool, watchdog time.Duration) (*Daemon, *readi
 		Log:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Ready: ready.set, Grace: 5 * time.Second,
 		ProbeInterval: 200 * time.Millisecond, Watchdog: watchdog,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reaperDone := make(chan error, 1)
@@ -117,7 +120,7 @@ func TestSpeakerClockRestartsForMonitorRecording(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, parec, "--latency-msec=20", "-d", device, "--raw", "/dev/null")
-		cmd.Env = []string{"HOME=" + t.TempDir(), "PULSE_SERVER=unix:" + d.Socket, "PULSE_COOKIE=" + d.CookieFile}
+		cmd.Env = []string{"HOME=" + t.TempDir(), "PULSE_SERVER=unix:" + d.cfg.Socket, "PULSE_COOKIE=" + d.cfg.CookieFile}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -74,11 +74,7 @@ func (r *Relay) serve(c *wsserver.Conn, l *listener, pagePerMessage bool) error 
 		select {
 		case <-l.ready:
 			batch = l.take(batch)
-			write := r.write
-			if pagePerMessage {
-				write = r.writePages
-			}
-			if err := write(c, batch); err != nil {
+			if err := r.write(c, batch, pagePerMessage); err != nil {
 				c.Close(websocket.CloseGoingAway, "write failed")
 				return err
 			}
@@ -97,13 +93,16 @@ func (r *Relay) serve(c *wsserver.Conn, l *listener, pagePerMessage bool) error 
 	}
 }
 
-// write sends a batch of chunks. One chunk, the usual case for a listener
-// that keeps up, goes out as the shared prepared frame; a backlog of several
-// goes out as one message, so catching up costs one write, not one per
-// chunk. JSMpeg does not care where messages split, only that packets are
-// whole. An empty batch (a wakeup whose chunks an earlier take already got)
-// sends nothing: an empty message is no use to a decoder.
-func (r *Relay) write(c *wsserver.Conn, batch []*chunk) error {
+// write sends a batch of chunks; it is the listener's only writer of data
+// frames. One chunk, the usual case for a listener that keeps up, goes out
+// as the shared prepared frame. A backlog of several goes out as one
+// message, so catching up costs one write, not one per chunk: JSMpeg does
+// not care where messages split, only that packets are whole. With
+// pagePerMessage (Ogg Opus) every chunk stays a message of its own, since a
+// WebCodecs client hands each message to its page parser as it is. An
+// empty batch (a wakeup whose chunks an earlier take already got) sends
+// nothing: an empty message is no use to a decoder.
+func (r *Relay) write(c *wsserver.Conn, batch []*chunk, pagePerMessage bool) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -112,11 +111,13 @@ func (r *Relay) write(c *wsserver.Conn, batch []*chunk) error {
 		return err
 	}
 	n := 0
-	if len(batch) == 1 {
-		if err := conn.WritePreparedMessage(batch[0].msg); err != nil {
-			return err
+	if len(batch) == 1 || pagePerMessage {
+		for _, ch := range batch {
+			if err := conn.WritePreparedMessage(ch.msg); err != nil {
+				return err
+			}
+			n += len(ch.data)
 		}
-		n = len(batch[0].data)
 	} else {
 		w, err := conn.NextWriter(websocket.BinaryMessage)
 		if err != nil {
@@ -133,7 +134,9 @@ func (r *Relay) write(c *wsserver.Conn, batch []*chunk) error {
 		}
 	}
 	r.m.bytesOut.Add(float64(n))
-	r.m.packetsOut.Add(float64(n / PacketSize))
+	if !pagePerMessage {
+		r.m.packetsOut.Add(float64(n / PacketSize))
+	}
 	return nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/ogg"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/wsserver"
 )
 
 // The Opus stream (?codec=opus): ffmpeg's libopus encodes the speaker
@@ -227,25 +226,4 @@ func (o *opusStream) clearHeaders() {
 	o.hub.headers = nil
 	o.live = false
 	o.hub.mu.Unlock()
-}
-
-// writePages sends each chunk, one Ogg page, as a message of its own: a
-// WebCodecs client hands every message to its page parser as it is.
-func (r *Relay) writePages(c *wsserver.Conn, batch []*chunk) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	conn := c.WS()
-	if err := conn.SetWriteDeadline(c.WriteDeadline()); err != nil {
-		return err
-	}
-	n := 0
-	for _, ch := range batch {
-		if err := conn.WritePreparedMessage(ch.msg); err != nil {
-			return err
-		}
-		n += len(ch.data)
-	}
-	r.m.bytesOut.Add(float64(n))
-	return nil
 }

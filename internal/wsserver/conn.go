@@ -3,6 +3,7 @@ package wsserver
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -157,6 +158,7 @@ type limitListener struct {
 	max        int64
 	sendBuffer int
 	m          *metrics
+	refusals   *refusalLog
 
 	mu     sync.Mutex
 	active int64
@@ -175,8 +177,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		if over {
-			l.m.refused.WithLabelValues(ReasonConnections).Inc()
 			_ = nc.Close()
+			l.m.refused.WithLabelValues(ReasonConnections).Inc()
+			l.refusals.refused(ReasonConnections, slog.LevelInfo, "websocket refused", "peer", nc.RemoteAddr().String(),
+				"reason", ReasonConnections, "detail", "too many connections: accepted and closed", "max_connections", l.max)
 			continue
 		}
 		l.m.connections.Inc()

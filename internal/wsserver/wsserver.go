@@ -25,8 +25,9 @@ import (
 )
 
 // Authenticator decides whether a request may open service ("speaker",
-// "microphone"). A nil error admits; otherwise the server answers 401. It
-// logs and counts refusals itself.
+// "microphone"). A nil error admits; otherwise the server answers 401 and
+// logs the refusal with the error's text, which must therefore never hold
+// the token. It may count refusals by reasons of its own.
 type Authenticator interface {
 	Check(r *http.Request, service string) error
 }
@@ -181,6 +182,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	origin   func(*http.Request) bool
 	m        *metrics
+	refusals *refusalLog
 
 	mu       sync.Mutex
 	stopping bool
@@ -205,12 +207,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s := &Server{
-		cfg:    cfg,
-		origin: origin.Checker(cfg.AllowedOrigins),
-		m:      m,
-		conns:  map[*Conn]struct{}{},
+		cfg:      cfg,
+		origin:   origin.Checker(cfg.AllowedOrigins),
+		m:        m,
+		refusals: newRefusalLog(cfg.Log),
+		conns:    map[*Conn]struct{}{},
 	}
-	s.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), sendBuffer: cfg.SendBuffer, m: m}
+	s.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), sendBuffer: cfg.SendBuffer, m: m, refusals: s.refusals}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadBufferSize:   256,
@@ -250,6 +253,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	<-closed
 	s.wg.Wait()
+	s.refusals.stop()
 	return err
 }
 
@@ -295,7 +299,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.Auth != nil {
 		if err := s.cfg.Auth.Check(r, s.cfg.Service); err != nil {
-			s.m.refused.WithLabelValues(ReasonAuth).Inc()
+			s.logRefusal(r, http.StatusUnauthorized, ReasonAuth, err.Error())
 			s.cfg.Unauthorized(w)
 			return
 		}
@@ -346,10 +350,21 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, ref *Refusal) {
 	if ref.Status == 0 {
 		ref.Status = http.StatusBadRequest
 	}
-	s.m.refused.WithLabelValues(ref.Reason).Inc()
-	s.cfg.Log.Info("websocket refused", "peer", r.RemoteAddr, "status", ref.Status, "reason", ref.Reason,
-		"detail", ref.Text, "origin", r.Header.Get("Origin"))
+	s.logRefusal(r, ref.Status, ref.Reason, ref.Text)
 	http.Error(w, ref.Text, ref.Status)
+}
+
+// logRefusal counts a refusal before the upgrade and logs it, within the
+// refusal log's bound. A token refusal is a warning: it is the one that
+// says someone tried to get in.
+func (s *Server) logRefusal(r *http.Request, status int, reason, detail string) {
+	s.m.refused.WithLabelValues(reason).Inc()
+	level := slog.LevelInfo
+	if reason == ReasonAuth {
+		level = slog.LevelWarn
+	}
+	s.refusals.refused(reason, level, "websocket refused", "peer", r.RemoteAddr, "status", status,
+		"reason", reason, "detail", detail, "origin", r.Header.Get("Origin"))
 }
 
 func (s *Server) reserve() bool {

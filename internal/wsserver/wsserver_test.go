@@ -2,9 +2,12 @@ package wsserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
@@ -263,5 +267,218 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			s.Close()
 			t.Errorf("%s: New succeeded", name)
 		}
+	}
+}
+
+// logLines collects a JSON slog handler's lines.
+type logLines struct {
+	mu    sync.Mutex
+	lines []map[string]any
+	raw   []string
+}
+
+func (l *logLines) Write(b []byte) (int, error) {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return 0, err
+	}
+	l.mu.Lock()
+	l.lines = append(l.lines, m)
+	l.raw = append(l.raw, string(b))
+	l.mu.Unlock()
+	return len(b), nil
+}
+
+func (l *logLines) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(l, nil)) }
+
+// byReason sums, per reason, the refusals logged one a line and those
+// summed up in summary lines, and counts the lines.
+func (l *logLines) byReason() (accounted map[string]int, lines int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	accounted = map[string]int{}
+	for _, m := range l.lines {
+		reason, _ := m["reason"].(string)
+		switch msg, _ := m["msg"].(string); {
+		case msg == "websocket refused":
+			accounted[reason]++
+		case strings.Contains(msg, "more refusals"):
+			n, _ := m["count"].(float64)
+			accounted[reason] += int(n)
+		default:
+			continue
+		}
+		lines++
+	}
+	return accounted, lines
+}
+
+func refusedCount(s *Server, reason string) int {
+	return int(testutil.ToFloat64(s.m.refused.WithLabelValues(reason)))
+}
+
+// A flood of refused handshakes (403, 401, 400) writes a bounded number of
+// lines: a few per reason, then one summary per reason and window, which
+// together account for every refusal; the counter counts them all. The
+// first line of each reason is the refusal itself: reason, peer, never the
+// token.
+func TestRefusalFloodLogsBounded(t *testing.T) {
+	logs := &logLines{}
+	s, cancel, wait := start(t, Config{
+		AllowedOrigins: []string{"https://desktop.example"},
+		Auth:           &tokenAuth{},
+		Admit: func(r *http.Request) (Session, error) {
+			if r.URL.Query().Get("rate") == "bad" {
+				return nil, &Refusal{Text: "rate: bad"}
+			}
+			return echoSession{}, nil
+		},
+		Log: logs.logger(),
+	})
+	const token = "eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJlLW5vdC10by1sb2c"
+	kinds := []struct {
+		reason, query string
+		header        http.Header
+		want          int
+	}{
+		{ReasonOrigin, "jwt_token=good", http.Header{"Origin": {"https://evil.example"}}, http.StatusForbidden},
+		{ReasonAuth, "jwt_token=" + token, nil, http.StatusUnauthorized},
+		{ReasonParams, "jwt_token=good&rate=bad", nil, http.StatusBadRequest},
+	}
+	const each = 200
+	began := time.Now()
+	var wg sync.WaitGroup
+	for _, k := range kinds {
+		for range 2 {
+			wg.Go(func() {
+				for range each / 2 {
+					_, resp, err := websocket.DefaultDialer.Dial("ws://"+s.Addr().String()+"/?"+k.query, k.header)
+					if err == nil || resp == nil || resp.StatusCode != k.want {
+						t.Errorf("%s: %v %v, want %d", k.reason, resp, err, k.want)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	took := time.Since(began)
+	cancel()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+
+	accounted, lines := logs.byReason()
+	// Per reason and started window: the burst and one summary.
+	windows := int(took/refusalWindow) + 1
+	bound := len(kinds) * (refusalBurst + 1) * windows
+	t.Logf("%d refusals in %v: %d log lines (bound %d)", len(kinds)*each, took, lines, bound)
+	if lines > bound {
+		t.Errorf("%d refusal lines for %d refusals, want at most %d", lines, len(kinds)*each, bound)
+	}
+	for _, k := range kinds {
+		if got := refusedCount(s, k.reason); got != each {
+			t.Errorf("refused_total{reason=%q} = %d, want %d", k.reason, got, each)
+		}
+		if accounted[k.reason] != each {
+			t.Errorf("%s: lines and summaries account for %d refusals, want %d", k.reason, accounted[k.reason], each)
+		}
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	first := map[string]map[string]any{}
+	for i, m := range logs.lines {
+		if strings.Contains(logs.raw[i], token) || strings.Contains(logs.raw[i], "c2lnbmF0dXJlLW5vdC10by1sb2c") {
+			t.Errorf("the token was logged: %s", logs.raw[i])
+		}
+		if r, _ := m["reason"].(string); m["msg"] == "websocket refused" && first[r] == nil {
+			first[r] = m
+		}
+	}
+	for _, k := range kinds {
+		m := first[k.reason]
+		if m == nil {
+			t.Errorf("%s: no refusal line", k.reason)
+			continue
+		}
+		if peer, _ := m["peer"].(string); !strings.HasPrefix(peer, "127.0.0.1:") || m["status"] != float64(k.want) {
+			t.Errorf("%s: first line %v, want the peer and status %d", k.reason, m, k.want)
+		}
+	}
+}
+
+// Connections over MaxConnections are accepted and closed; each is counted,
+// and logged within the same bound.
+func TestConnectionFloodLogsBounded(t *testing.T) {
+	logs := &logLines{}
+	s, cancel, wait := start(t, Config{
+		MaxConnections: 1, HandshakeTimeout: time.Minute,
+		Admit: func(*http.Request) (Session, error) { return echoSession{}, nil },
+		Log:   logs.logger(),
+	})
+	// Holds the one slot: it never sends its request.
+	hold, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	const flood = 300
+	began := time.Now()
+	for range flood {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for refusedCount(s, ReasonConnections) < flood && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(began)
+	cancel()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := refusedCount(s, ReasonConnections); got != flood {
+		t.Errorf("refused_total{reason=connections} = %d, want %d", got, flood)
+	}
+	accounted, lines := logs.byReason()
+	bound := (refusalBurst + 1) * (int(took/refusalWindow) + 1)
+	t.Logf("%d refused connections in %v: %d log lines (bound %d)", flood, took, lines, bound)
+	if lines > bound || accounted[ReasonConnections] != flood {
+		t.Errorf("%d lines accounting for %d refused connections, want at most %d lines for all %d", lines, accounted[ReasonConnections], bound, flood)
+	}
+}
+
+// The summary comes when the window ends, without waiting for another
+// refusal, and the next window logs again.
+func TestRefusalLogWindow(t *testing.T) {
+	logs := &logLines{}
+	l := newRefusalLog(logs.logger())
+	l.burst, l.window = 2, 100*time.Millisecond
+	for i := range 10 {
+		l.refused("x", slog.LevelInfo, "websocket refused", "reason", "x", "i", i)
+	}
+	if _, lines := logs.byReason(); lines != 2 {
+		t.Errorf("%d lines right after 10 refusals, want the burst of 2", lines)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if accounted, lines := logs.byReason(); lines == 3 && accounted["x"] == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no summary within 5 s of a 100 ms window: %v", logs.raw)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if msg := logs.lines[2]["msg"].(string); !strings.HasPrefix(msg, "8 more refusals (x) in the last ") {
+		t.Errorf("summary %q", msg)
+	}
+	l.refused("x", slog.LevelInfo, "websocket refused", "reason", "x")
+	l.stop()
+	if accounted, lines := logs.byReason(); lines != 4 || accounted["x"] != 11 {
+		t.Errorf("next window: %d lines for %d refusals, want the refusal itself logged", lines, accounted["x"])
 	}
 }
