@@ -212,8 +212,8 @@ func cmdline(root string, pid int) string {
 		}
 	}
 	s := strings.Join(args, " ")
-	if len(s) > 60 {
-		s = s[:57] + "..."
+	if r := []rune(s); len(r) > 60 {
+		s = string(r[:57]) + "..."
 	}
 	return s
 }

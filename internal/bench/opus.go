@@ -40,8 +40,9 @@ func WithCodec(ws, codec string) (string, error) {
 // up to the arrival of the Ogg page that carries each onset. ffmpeg decodes
 // the pages as they come; the decoded sample at which the onset detector
 // fires is mapped back to its page by counting each page's packet
-// durations (ffmpeg's granule positions follow PulseAudio's capture
-// timestamps, so they are not a sample count), and the delay is that page's
+// durations (which needs nothing of the granule positions, whoever wrote
+// them: ffmpeg's followed PulseAudio's capture timestamps, the relay's count
+// samples), and the delay is that page's
 // arrival less the burst's start. Unlike Latency, whose figure is the moment
 // ffmpeg's decoded output shows the onset, this excludes the listener's
 // decoder: it is the stream's latency, which is what the relay and the

@@ -21,8 +21,9 @@ import (
 type Timeouts struct {
 	// Connect bounds the TCP and TLS handshakes; 30s when zero.
 	Connect time.Duration
-	// Header bounds the wait for the response header once the request is
-	// sent (a server that accepts and never answers); 60s when zero.
+	// Header bounds the wait for the response header (a server that
+	// accepts and never answers). For a request without a body it runs
+	// from the start, so it also covers connecting; 60s when zero.
 	Header time.Duration
 	// Stall abandons an exchange whose body, the request's being sent or
 	// the response's being read, moves nothing for this long; 60s when zero.
@@ -159,6 +160,10 @@ type watchdog struct {
 func (d *watchdog) arm(after time.Duration, while string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.armLocked(after, while)
+}
+
+func (d *watchdog) armLocked(after time.Duration, while string) {
 	d.while, d.after = while, after
 	if d.timer == nil {
 		d.timer = time.AfterFunc(after, d.fire)
@@ -167,19 +172,33 @@ func (d *watchdog) arm(after time.Duration, while string) {
 	}
 }
 
-// armForRequest is arm for the request side, a no-op once answered.
+// armForRequest is arm for the request side, a no-op once answered:
+// checked and done under one lock, so it cannot re-arm a timer the
+// response has taken over.
 func (d *watchdog) armForRequest(after time.Duration, while string) {
 	d.mu.Lock()
-	done := d.done
-	d.mu.Unlock()
-	if !done {
-		d.arm(after, while)
+	defer d.mu.Unlock()
+	if !d.done {
+		d.armLocked(after, while)
+	}
+}
+
+// disarmForRequest is disarm for the request side, a no-op once answered.
+func (d *watchdog) disarmForRequest() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.done {
+		d.disarmLocked()
 	}
 }
 
 func (d *watchdog) disarm() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.disarmLocked()
+}
+
+func (d *watchdog) disarmLocked() {
 	if d.timer != nil {
 		d.timer.Stop()
 	}
@@ -217,7 +236,10 @@ type sentBody struct {
 }
 
 func (b *sentBody) Read(p []byte) (int, error) {
-	b.d.disarm() // a slow source of ours is not the peer's fault
+	// A slow source of ours is not the peer's fault; once the response has
+	// come (HTTP/2 may still send the body), the timer is the response
+	// body's and the request side leaves it alone.
+	b.d.disarmForRequest()
 	n, err := b.rc.Read(p)
 	if err != nil {
 		// Sent (or failed): from now on, the answer is awaited.

@@ -96,6 +96,7 @@ const clearMargin = 0.044 / 8
 type RateDetector struct {
 	admitted []int
 	hold     time.Duration
+	wait     time.Duration // the longest, from the first arrival
 	first    time.Time
 	started  bool
 	total    int64
@@ -110,15 +111,23 @@ type point struct {
 
 // NewRateDetector returns a detector that decides among admitted (nil:
 // AdmittedRates) once hold (<= 0: DefaultDetectHold) has passed since the
-// first arrival, or up to twice that when the arrivals are ambiguous.
+// first arrival, up to twice that when the arrivals are ambiguous, and up
+// to maxHoldFactor times that while the best fit is not supported.
 func NewRateDetector(admitted []int, hold time.Duration) *RateDetector {
+	return newRateDetector(admitted, hold, maxHoldFactor)
+}
+
+// newRateDetector is NewRateDetector with its longest wait in holds: the
+// relay's second, long watch is already as long as the first one's longest
+// wait and must not wait five times its own hold.
+func newRateDetector(admitted []int, hold time.Duration, waitHolds int) *RateDetector {
 	if len(admitted) == 0 {
 		admitted = AdmittedRates
 	}
 	if hold <= 0 {
 		hold = DefaultDetectHold
 	}
-	return &RateDetector{admitted: slices.Clone(admitted), hold: hold}
+	return &RateDetector{admitted: slices.Clone(admitted), hold: hold, wait: time.Duration(max(waitHolds, 1)) * hold}
 }
 
 // Observe records that a message of samples samples arrived at at, then
@@ -158,7 +167,7 @@ func (d *RateDetector) Check(now time.Time) (rate int, decided bool) {
 		return 0, false
 	}
 	elapsed := now.Sub(d.first)
-	if elapsed >= maxHoldFactor*d.hold {
+	if elapsed >= d.wait {
 		return d.Decide()
 	}
 	if elapsed < d.hold {
@@ -176,12 +185,27 @@ func (d *RateDetector) Check(now time.Time) (rate int, decided bool) {
 }
 
 // Deadline is when Check decides at the latest (maxHoldFactor times the
-// hold after the first arrival); the zero time before the first arrival.
+// hold after the first arrival, unless made otherwise); the zero time
+// before the first arrival.
 func (d *RateDetector) Deadline() time.Time {
 	if !d.started {
 		return time.Time{}
 	}
-	return d.first.Add(maxHoldFactor * d.hold)
+	return d.first.Add(d.wait)
+}
+
+// NextCheck is the next moment after now at which Check, with no new
+// arrival, can come to a decision it could not come to at now: twice the
+// hold (a supported but close fit is decided then), else Deadline. A
+// sender that went quiet is checked then, not only at the deadline.
+func (d *RateDetector) NextCheck(now time.Time) time.Time {
+	if !d.started {
+		return time.Time{}
+	}
+	if at := d.first.Add(2 * d.hold); now.Before(at) && at.Before(d.Deadline()) {
+		return at
+	}
+	return d.Deadline()
 }
 
 // Decide decides now with what has arrived, if it has not decided yet: the

@@ -336,3 +336,36 @@ func BenchmarkRateDetector(b *testing.B) {
 		}
 	}
 }
+
+// The relay's second watch (five holds long) decides at the end of its own
+// hold: with the first watch's longest wait applied to it as well, it could
+// change a stream's rate ten seconds in.
+func TestVerifyWatchEndsAtItsHold(t *testing.T) {
+	u := (&Relay{}).newUndeclaredStream(nil, nil)
+	at := time.Unix(1000, 0)
+	u.verify.Observe(at, 128)
+	if got, want := u.verify.Deadline(), at.Add(verifyFactor*DefaultDetectHold); !got.Equal(want) {
+		t.Fatalf("second watch's deadline %v after the first arrival, want %v", got.Sub(at), want.Sub(at))
+	}
+	u.det.Observe(at, 128)
+	if got, want := u.det.Deadline(), at.Add(maxHoldFactor*DefaultDetectHold); !got.Equal(want) {
+		t.Fatalf("first watch's deadline %v after the first arrival, want %v", got.Sub(at), want.Sub(at))
+	}
+}
+
+// A sender that goes quiet is looked at again at twice the hold, where a
+// supported but close fit is decided, not only at the deadline.
+func TestNextCheck(t *testing.T) {
+	d := NewRateDetector(nil, 0)
+	at := time.Unix(1000, 0)
+	if !d.NextCheck(at).IsZero() {
+		t.Fatal("a detector with no arrival has a next check")
+	}
+	d.Observe(at, 128)
+	if got, want := d.NextCheck(at.Add(500*time.Millisecond)), at.Add(2*DefaultDetectHold); !got.Equal(want) {
+		t.Errorf("at 500 ms the next check is %v in, want %v", got.Sub(at), want.Sub(at))
+	}
+	if got := d.NextCheck(at.Add(900 * time.Millisecond)); !got.Equal(d.Deadline()) {
+		t.Errorf("after twice the hold the next check is %v in, want the deadline", got.Sub(at))
+	}
+}

@@ -246,7 +246,8 @@ func (d *opusDecoder) closeInput() {
 
 // stop ends the child and the reader, and returns once both are gone,
 // within decoderGrace and the time to reap a killed child. The child gets
-// TERM (with SIGCONT, should it be stopped) and then the end of its stdin:
+// the end of its stdin and, from its supervisor, TERM (with SIGCONT, should
+// it be stopped), in whichever order they land; it needs the former:
 // ffmpeg restarts a read that a signal interrupted, so only the end of the
 // input lets a live decoder that is waiting for packets exit before the
 // KILL. Its last frames still reach the pipe unless the server is closing

@@ -32,8 +32,9 @@ type pipeWriter struct {
 	frame int // bytes per frame of the pipe format
 	want  int // bytes allowed to wait in the pipe, also the buffer size asked for
 	log   *slog.Logger
-	// written and dropped count every byte Write is given: the one place
-	// that knows which went into the pipe.
+	// written and dropped count every byte Write is given, since only
+	// Write knows which of them went into the pipe (audio dropped before
+	// it reaches Write is counted where it is dropped).
 	written, dropped prometheus.Counter
 
 	f       *os.File

@@ -141,7 +141,7 @@ type undeclaredStream struct {
 
 func (r *Relay) newUndeclaredStream(c *wsserver.Conn, log *slog.Logger) *undeclaredStream {
 	return &undeclaredStream{r: r, c: c, log: log, det: NewRateDetector(Rates, r.cfg.detectHold()),
-		verify: NewRateDetector(Rates, verifyFactor*r.cfg.detectHold())}
+		verify: newRateDetector(Rates, verifyFactor*r.cfg.detectHold(), 1)}
 }
 
 // push takes one message, received at now.
@@ -192,8 +192,8 @@ func (u *undeclaredStream) tick() {
 		u.decide(rate, "detected")
 		return
 	}
-	if deadline := u.det.Deadline(); now.Before(deadline) {
-		u.timer.Reset(deadline.Sub(now))
+	if next := u.det.NextCheck(now); now.Before(next) {
+		u.timer.Reset(next.Sub(now))
 		return
 	}
 	u.decide(UndeclaredFallbackRate, "fallback")

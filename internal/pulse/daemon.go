@@ -104,6 +104,9 @@ func (c *DaemonConfig) validate() error {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}
 	}
+	if c.Backoff.Max < c.Backoff.Min {
+		errs = append(errs, fmt.Errorf("backoff maximum %v is below its minimum %v", c.Backoff.Max, c.Backoff.Min))
+	}
 	return errors.Join(errs...)
 }
 

@@ -262,6 +262,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative probe interval", "probe interval", func(c *DaemonConfig) { c.ProbeInterval = -time.Second }},
 		{"negative start timeout", "start timeout", func(c *DaemonConfig) { c.StartTimeout = -time.Second }},
 		{"negative backoff", "backoff minimum", func(c *DaemonConfig) { c.Backoff.Min = -time.Second }},
+		{"backoff maximum below minimum", "below its minimum", func(c *DaemonConfig) { c.Backoff = supervise.Backoff{Min: 2 * time.Second, Max: time.Second} }},
 	} {
 		cfg := good()
 		tc.edit(&cfg)

@@ -3,6 +3,7 @@ package speaker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strconv"
@@ -15,9 +16,9 @@ import (
 // The Opus stream (?codec=opus): ffmpeg's libopus encodes the speaker
 // monitor at 48 kHz mono in frames of OpusFrame and sends each packet over
 // a socket as it is encoded; the relay wraps each in an Ogg page and sends
-// each page as one websocket message. It has its own encoder, started and stopped by its own
-// listeners, and its own hub; admission, limits and the websocket layer are
-// the MP2 stream's.
+// each page as one websocket message. It has its own encoder, started and
+// stopped by its own listeners, and its own hub; admission, limits and the
+// websocket layer are the MP2 stream's.
 
 // OpusFrames are the frame durations offered: those of libopus's CELT
 // layer, which -application lowdelay uses.
@@ -124,19 +125,28 @@ func (r *Relay) runOpus(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var readErr error
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
-		r.readOpus(in)
+		if readErr = r.readOpus(in); readErr != nil {
+			cancel()
+		}
 	}()
-	defer func() {
+	// The relay's end closes first and the child's end only once the
+	// reader is gone: while the reader runs, a read of nothing can only be
+	// an empty datagram, never the end of the stream.
+	stop := func() error {
 		in.Close()
 		<-readDone
-	}()
-	defer out.Close()
+		out.Close()
+		return readErr
+	}
 	if r.cfg.FFmpeg == "" {
 		<-ctx.Done()
-		return nil
+		return stop()
 	}
 	enc := r.encoderFor(encoderWiring{
 		codec: CodecOpus, args: opusArgs(r.cfg.OpusBitrate, r.cfg.OpusFrame), out: out,
@@ -145,18 +155,20 @@ func (r *Relay) runOpus(ctx context.Context) error {
 		stopping:    r.opus.clearHeaders,
 	})
 	enc.run(ctx)
-	return nil
+	return stop()
 }
 
 // readOpus pages the encoder's packets and publishes each page as one
-// chunk. The hub keeps the current stream's header pages for joiners; a new
-// OpusHead (an encoder restart: a chained stream with a new serial)
-// replaces them and goes to everyone listening, so their decoders reset.
-func (r *Relay) readOpus(in io.Reader) {
+// chunk, until in is closed (nil) or fails (the error). The hub keeps the
+// current stream's header pages for joiners; a new OpusHead (an encoder
+// restart: a chained stream with a new serial) replaces them and goes to
+// everyone listening, so their decoders reset.
+func (r *Relay) readOpus(in io.Reader) error {
 	o := r.opus
 	var (
 		pager opusPager
 		buf   = make([]byte, 64<<10) // larger than any datagram
+		bad   int                    // datagrams refused since the last good one
 	)
 	for {
 		n, err := in.Read(buf)
@@ -167,18 +179,29 @@ func (r *Relay) readOpus(in io.Reader) {
 				r.cfg.Log.Info("encoder stream flows again", "codec", CodecOpus)
 			}
 			pages, perr := pager.push(buf[:n])
-			if perr != nil {
-				r.cfg.Log.Error("dropping a packet", "codec", CodecOpus, "err", perr)
+			switch {
+			case perr == nil:
+				bad = 0
+			case bad == 0:
+				// One line per run of refusals: an encoder that sends only
+				// what the relay cannot take would log 100 lines a second.
+				r.cfg.Log.Error("dropping what the encoder sent, and what follows until a packet is taken",
+					"codec", CodecOpus, "err", perr)
+				bad++
+			default:
+				bad++
 			}
 			for _, p := range pages {
 				r.publishPage(p, now)
 			}
 		}
-		if err != nil {
-			if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
-				r.cfg.Log.Error("reading the opus encoder's socket", "err", err)
-			}
-			return
+		switch {
+		case err == nil, errors.Is(err, io.EOF):
+			// An empty datagram: os.File reports a read of nothing as EOF.
+		case errors.Is(err, os.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("reading the opus encoder's socket: %w", err)
 		}
 	}
 }

@@ -55,14 +55,13 @@ func opusSocket() (in, out *os.File, err error) {
 // a chained stream with a new serial, its header pages first, granules from
 // zero.
 type opusPager struct {
-	ssrc, prevSSRC uint32
-	serial         uint32
-	w              *ogg.OpusWriter
-	pages          ogg.Splitter
+	ssrc, serial uint32
+	w            *ogg.OpusWriter
+	pages        ogg.Splitter
 }
 
 // push takes one datagram and returns the pages it completes: none for an
-// RTCP report or a straggler of the previous run, the two header pages and
+// RTCP report, the two header pages and
 // an audio page for the first packet of a run, else one audio page.
 func (p *opusPager) push(msg []byte) ([]ogg.Page, error) {
 	// RTCP shares the socket; its packet types are 192-223 where RTP has
@@ -77,10 +76,10 @@ func (p *opusPager) push(msg []byte) ([]ogg.Page, error) {
 	if pkt.PayloadType != opusPayloadType {
 		return nil, fmt.Errorf("opus encoder: RTP payload type %d, want %d", pkt.PayloadType, opusPayloadType)
 	}
+	// The socket keeps order, so a run's packets all come before the next
+	// run's; what is left of a run stopped for lack of listeners is dropped
+	// by publishPage (the stream is no longer live).
 	if p.w == nil || pkt.SSRC != p.ssrc {
-		if p.w != nil && pkt.SSRC == p.prevSSRC {
-			return nil, nil
-		}
 		if err := p.start(pkt.SSRC); err != nil {
 			return nil, err
 		}
@@ -108,6 +107,6 @@ func (p *opusPager) start(ssrc uint32) error {
 	if err != nil {
 		return fmt.Errorf("opus encoder: %w", err)
 	}
-	p.prevSSRC, p.ssrc, p.serial, p.w = p.ssrc, ssrc, serial, w
+	p.ssrc, p.serial, p.w = ssrc, serial, w
 	return nil
 }

@@ -272,12 +272,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 
 	opusDone := make(chan error, 1)
-	go func() { opusDone <- r.runOpus(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-opusDone; err != nil {
-			r.cfg.Log.Error("opus stream", "err", err)
+	go func() {
+		err := r.runOpus(ctx)
+		if err != nil {
+			// The Opus stream is part of the relay: rather than serve on
+			// with a deaf Opus encoder, the relay stops, and the group.
+			cancel()
 		}
+		opusDone <- err
 	}()
 
 	r.cfg.Log.Info("speaker relay listening", "addr", r.Addr().String(), "fifo", r.cfg.FIFO,
@@ -285,7 +287,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		"opus_bitrate", r.cfg.OpusBitrate, "opus_frame", r.cfg.OpusFrame, "opus_queue_bytes", r.opus.hub.queueBytes)
 	r.setReady(func() { r.serving = true })
 	defer r.setReady(func() { r.serving = false })
-	return r.srv.Run(ctx)
+	serveErr := r.srv.Run(ctx)
+	cancel()
+	if err := <-opusDone; err != nil {
+		return fmt.Errorf("opus stream: %w", err)
+	}
+	return serveErr
 }
 
 // setReady changes the readiness inputs under one lock and reports the
