@@ -229,7 +229,7 @@ func (r *Relay) encoderFor(w encoderWiring) *encoder {
 			r.m.encoderStalls.Inc()
 			log.Error("encoder stalled: no stream from ffmpeg with listeners connected, restarting it",
 				"stall_after", r.cfg.StallAfter, "listeners", w.hub.len())
-			r.setReady(func() { r.stalled = true })
+			r.encoderStalled()
 		},
 		sup: func() *supervise.Supervisor {
 			return &supervise.Supervisor{
@@ -261,6 +261,7 @@ func (r *Relay) encoderFor(w encoderWiring) *encoder {
 				r.m.encoderRestarts.Inc()
 			}
 			log.Info("encoder started", "pid", p.Pid(), "restart", restart)
+			r.encoderStarted()
 		},
 		stopped: func() {
 			log.Info("encoder stopped", "listeners", w.hub.len())

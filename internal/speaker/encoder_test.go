@@ -262,3 +262,34 @@ func TestEncoderResetsPacketizerBeforeEveryFork(t *testing.T) {
 		}
 	}
 }
+
+// A stuck encoder gets SIGCONT before TERM and may flush what it had; that
+// output must not make the relay ready again before the replacement
+// delivers. (It did: the not-ready window shrank to the 10 ms between the
+// stall and the flush, too short for a readiness probe to see.)
+func TestStuckEncodersLastOutputKeepsTheStall(t *testing.T) {
+	var ready atomic.Bool
+	r, err := New(Config{
+		Server: wsserver.Config{Addr: "127.0.0.1:0"},
+		FIFO:   filepath.Join(t.TempDir(), "speaker"),
+		Log:    testLog(t),
+		Ready:  func(ok bool) { ready.Store(ok) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.setReady(func() { r.serving = true })
+	r.encoderStarted()
+	r.encoderStalled()
+	if ready.Load() {
+		t.Fatal("ready after a stall")
+	}
+	if r.stalledSeen() || ready.Load() {
+		t.Fatal("the stuck encoder's last output cleared the stall")
+	}
+	r.encoderStarted()
+	if !r.stalledSeen() || !ready.Load() {
+		t.Fatal("the replacement's output did not clear the stall")
+	}
+}

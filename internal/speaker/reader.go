@@ -57,14 +57,28 @@ func (r *Relay) read(in io.Reader) {
 	}
 }
 
-// stalledSeen clears a stall once data flows again and tells whether there
-// was one.
+// encoderStalled makes the relay not ready until an encoder started after
+// now delivers.
+func (r *Relay) encoderStalled() {
+	r.setReady(func() { r.stalled, r.replaced = true, false })
+}
+
+// encoderStarted records that an encoder was started (after a stall, the
+// replacement).
+func (r *Relay) encoderStarted() {
+	r.readyMu.Lock()
+	r.replaced = true
+	r.readyMu.Unlock()
+}
+
+// stalledSeen clears a stall once data flows again from an encoder started
+// after it, and tells whether it did.
 func (r *Relay) stalledSeen() bool {
 	r.readyMu.Lock()
-	stalled := r.stalled
+	clear := r.stalled && r.replaced
 	r.readyMu.Unlock()
-	if stalled {
+	if clear {
 		r.setReady(func() { r.stalled = false })
 	}
-	return stalled
+	return clear
 }

@@ -169,6 +169,10 @@ type Relay struct {
 	readyMu sync.Mutex
 	serving bool
 	stalled bool
+	// replaced: an encoder was started since the stall. Until then what
+	// flows is the stuck encoder's last output (SIGCONT before TERM lets
+	// it flush), which says nothing about the next one.
+	replaced bool
 }
 
 // New checks cfg and binds the listen address, so a port in use fails at
