@@ -270,7 +270,7 @@ func daemon(cfg config.Config, stderr io.Writer) error {
 		Linger: cfg.EncoderLinger, StallAfter: cfg.EncoderStall,
 		MaxListeners: cfg.MaxListeners, MaxBehind: cfg.MaxBehind, SlowCloseAfter: cfg.SlowClose,
 		OpusBitrate: cfg.OpusBitrate, OpusFrame: cfg.OpusFrame,
-		Grace: grace, Reaper: reaper, Log: log.With("actor", "speaker"),
+		Grace: min(grace, speaker.MaxEncoderGrace), Reaper: reaper, Log: log.With("actor", "speaker"),
 		Ready: ready.Setter("speaker"), Registerer: reg,
 	})
 	if err != nil {

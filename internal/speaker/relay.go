@@ -41,7 +41,7 @@ type Config struct {
 	PulseServer string        // PULSE_SERVER for the encoder, e.g. "unix:/tmp/.pulse.sock"
 	CookieFile  string        // PULSE_COOKIE for the encoder
 	Linger      time.Duration // encoder keeps running after the last listener left [10s]
-	Grace       time.Duration // encoder stop: TERM, then KILL after Grace [2s]
+	Grace       time.Duration // encoder stop: TERM, then KILL after Grace [MaxEncoderGrace]
 	// StallAfter: with listeners connected and no stream from the encoder
 	// for this long, the relay reports not ready and restarts it [5s].
 	StallAfter time.Duration
@@ -63,6 +63,14 @@ type Config struct {
 	Ready      func(bool)        // told true once serving, false when stopping or stalled [none]
 	Registerer prometheus.Registerer
 }
+
+// MaxEncoderGrace is as long as an encoder is given to exit on TERM before
+// the KILL. ffmpeg exits within tens of milliseconds when it sees the TERM,
+// and an encoder has nothing to save at a stop; but one blocked where it
+// never looks at its signal flag (seen: waiting on a PulseAudio that went
+// away in the same moment) would otherwise hold the daemon's stop for the
+// whole grace PulseAudio gets.
+const MaxEncoderGrace = 500 * time.Millisecond
 
 // pipeSize bounds what can sit in the FIFO unread: ~0.6 s of stream. The
 // reader drains the pipe continuously, so this only matters if it stalls.
@@ -99,7 +107,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.Linger, 10*time.Second)
-	def(&c.Grace, 2*time.Second)
+	def(&c.Grace, MaxEncoderGrace)
 	def(&c.StallAfter, 5*time.Second)
 	def(&c.MaxBehind, 500*time.Millisecond)
 	def(&c.SlowCloseAfter, 10*time.Second)
