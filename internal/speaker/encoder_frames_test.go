@@ -40,10 +40,7 @@ func TestEncoderWritesEachFrameAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pw, output := collect(t)
 	cmd.Stdout = pw
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -55,22 +52,6 @@ func TestEncoderWritesEachFrameAtOnce(t *testing.T) {
 		stdin.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
-	}()
-	var (
-		mu  sync.Mutex
-		out []byte
-	)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := pr.Read(buf)
-			mu.Lock()
-			out = append(out, buf[:n]...)
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
 	}()
 	const frames = 8
 	pcm := make([]byte, 0, 2*1152*frames)
@@ -91,9 +72,7 @@ func TestEncoderWritesEachFrameAtOnce(t *testing.T) {
 		if ctx.Err() != nil {
 			break
 		}
-		mu.Lock()
-		n := audioPES(out)
-		mu.Unlock()
+		n := audioPES(output())
 		if n != got {
 			got, grew = n, time.Now()
 		}
@@ -101,6 +80,38 @@ func TestEncoderWritesEachFrameAtOnce(t *testing.T) {
 	if got < frames-1 {
 		t.Errorf("%d of the %d encodable frames written while the input stays open; the muxer holds frames back\n%s",
 			got, frames-1, stderr.String())
+	}
+}
+
+// collect returns a pipe's write end for a child's stdout and a function
+// giving a copy of everything read from it so far.
+func collect(t *testing.T) (*os.File, func() []byte) {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close() })
+	var (
+		mu  sync.Mutex
+		out []byte
+	)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := pr.Read(buf)
+			mu.Lock()
+			out = append(out, buf[:n]...)
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return pw, func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(out)
 	}
 }
 

@@ -97,36 +97,16 @@ func runOnOpenStdin(t *testing.T, args []string, stdout *os.File, read func() in
 // packet at once).
 func TestOpusPacketsLeaveAtOnce(t *testing.T) {
 	const frame = 10 * time.Millisecond
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var crc bytes.Buffer
-	var mu sync.Mutex
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := pr.Read(buf)
-			mu.Lock()
-			crc.Write(buf[:n])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	pw, crc := collect(t)
 	encoded := runOnOpenStdin(t, opusArgsOnStdin(t, frame, "-f", "framecrc"), pw, func() int {
-		mu.Lock()
-		defer mu.Unlock()
 		n := 0
-		for _, l := range strings.Split(crc.String(), "\n") {
+		for _, l := range strings.Split(string(crc()), "\n") {
 			if l != "" && !strings.HasPrefix(l, "#") {
 				n++
 			}
 		}
 		return n
 	})
-	pr.Close()
 
 	in, out, err := opusSocket()
 	if err != nil {
@@ -135,6 +115,7 @@ func TestOpusPacketsLeaveAtOnce(t *testing.T) {
 	defer in.Close()
 	var (
 		pager opusPager
+		mu    sync.Mutex
 		audio int
 		pages []ogg.Page
 	)
@@ -180,35 +161,9 @@ func TestOpusPacketsLeaveAtOnce(t *testing.T) {
 // libopus and writes that, for every frame duration offered.
 func TestOpusPreSkipIsFFmpegs(t *testing.T) {
 	for _, frame := range OpusFrames {
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var (
-			mu  sync.Mutex
-			raw []byte
-		)
-		go func() {
-			buf := make([]byte, 4096)
-			for {
-				n, err := pr.Read(buf)
-				mu.Lock()
-				raw = append(raw, buf[:n]...)
-				mu.Unlock()
-				if err != nil {
-					return
-				}
-			}
-		}()
-		runOnOpenStdin(t, opusArgsOnStdin(t, frame, "-f", "ogg"), pw, func() int {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(raw)
-		})
-		pr.Close()
-		mu.Lock()
-		p, err := ogg.NewReader(bytes.NewReader(raw)).Next()
-		mu.Unlock()
+		pw, raw := collect(t)
+		runOnOpenStdin(t, opusArgsOnStdin(t, frame, "-f", "ogg"), pw, func() int { return len(raw()) })
+		p, err := ogg.NewReader(bytes.NewReader(raw())).Next()
 		if err != nil || p.Kind != ogg.KindOpusHead {
 			t.Fatalf("%v: no OpusHead from ffmpeg's Ogg muxer: %v", frame, err)
 		}
