@@ -508,9 +508,11 @@ func TestDaemon(t *testing.T) {
 	})
 }
 
-func testMicrophone(t *testing.T, d *daemonUnderTest) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+// recordMicrophone records source "microphone" in the pipe's format
+// (float32 mono, 44100 Hz) from now until stop, which returns the samples.
+// It returns once parecord has had half a second to start recording.
+func (d *daemonUnderTest) recordMicrophone(ctx context.Context, t *testing.T) (stop func() []float32) {
+	t.Helper()
 	rec := exec.CommandContext(ctx, testenv.Tool(t, "parecord"), "--latency-msec=20", "-d", "microphone", "--raw",
 		"--format=float32le", "--rate=44100", "--channels=1")
 	rec.Env = d.pulseEnv()
@@ -520,6 +522,17 @@ func testMicrophone(t *testing.T, d *daemonUnderTest) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
+	return func() []float32 {
+		rec.Process.Signal(syscall.SIGINT)
+		rec.Wait()
+		return audiotest.F32LE(recorded.Bytes())
+	}
+}
+
+func testMicrophone(t *testing.T, d *daemonUnderTest) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stopRecording := d.recordMicrophone(ctx, t)
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+d.mic+"/?format=f32le&rate=48000&jwt_token=x", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -537,9 +550,7 @@ func testMicrophone(t *testing.T, d *daemonUnderTest) {
 		time.Sleep(time.Until(due))
 	}
 	time.Sleep(700 * time.Millisecond)
-	rec.Process.Signal(syscall.SIGINT)
-	rec.Wait()
-	pcm := audiotest.F32LE(recorded.Bytes())
+	pcm := stopRecording()
 	s, e, ok := audiotest.Loud(pcm, 44100, 0.05)
 	if !ok {
 		t.Fatalf("no tone recorded (%d samples)", len(pcm))

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"math"
 	"net"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +17,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
 // The daemon on a hostile network: what peers that do not play by the rules
@@ -412,15 +409,7 @@ func testMicSanitised(t *testing.T, bin string) {
 	d := startDaemon(t, bin, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rec := exec.CommandContext(ctx, testenv.Tool(t, "parecord"), "--latency-msec=20", "-d", "microphone", "--raw",
-		"--format=float32le", "--rate=44100", "--channels=1")
-	rec.Env = d.pulseEnv()
-	var recorded bytes.Buffer
-	rec.Stdout = &recorded
-	if err := rec.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
+	stopRecording := d.recordMicrophone(ctx, t)
 	// The pipe's own format: passthrough, the mode that used to let
 	// anything through.
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+d.mic+"/", nil)
@@ -441,9 +430,7 @@ func testMicSanitised(t *testing.T, bin string) {
 		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 128 * time.Second / 44100)))
 	}
 	time.Sleep(500 * time.Millisecond)
-	rec.Process.Signal(syscall.SIGINT)
-	rec.Wait()
-	pcm := audiotest.F32LE(recorded.Bytes())
+	pcm := stopRecording()
 	if _, _, ok := audiotest.Loud(pcm, 44100, 0.05); !ok {
 		t.Fatalf("nothing recorded (%d samples)", len(pcm))
 	}

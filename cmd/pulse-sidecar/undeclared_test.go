@@ -1,20 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"math"
 	"math/rand/v2"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/pulse-sidecar/pulse-sidecar/internal/audiotest"
-	"github.com/pulse-sidecar/pulse-sidecar/internal/testenv"
 )
 
 // TestDaemonUndeclaredMicrophone sends what abcdesktop's client sends (float32
@@ -46,15 +42,7 @@ func TestDaemonUndeclaredMicrophone(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(tc.rate), 1))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			rec := exec.CommandContext(ctx, testenv.Tool(t, "parecord"), "--latency-msec=20", "-d", "microphone", "--raw",
-				"--format=float32le", "--rate=44100", "--channels=1")
-			rec.Env = d.pulseEnv()
-			var recorded bytes.Buffer
-			rec.Stdout = &recorded
-			if err := rec.Start(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(500 * time.Millisecond)
+			stopRecording := d.recordMicrophone(ctx, t)
 			droppedBefore := d.metric("pulse_sidecar_microphone_bytes_dropped_total")
 			conn, _, err := websocket.DefaultDialer.Dial("ws://"+d.mic+"/?jwt_token=x", nil)
 			if err != nil {
@@ -71,12 +59,10 @@ func TestDaemonUndeclaredMicrophone(t *testing.T) {
 				}
 			}
 			time.Sleep(700 * time.Millisecond)
-			rec.Process.Signal(syscall.SIGINT)
-			rec.Wait()
+			pcm := stopRecording()
 			if got := d.metric("pulse_sidecar_microphone_detected_rate_hz"); got != float64(tc.rate) {
 				t.Errorf("detected rate metric %g, want %d", got, tc.rate)
 			}
-			pcm := audiotest.F32LE(recorded.Bytes())
 			s, e, ok := audiotest.Loud(pcm, 44100, 0.05)
 			if !ok {
 				t.Fatalf("no tone recorded (%d samples)", len(pcm))
