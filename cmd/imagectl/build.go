@@ -270,13 +270,13 @@ func buildArchs(f buildFlags, specArchs []string) (archs []string, single bool, 
 		return []string{a}, true, nil
 	case f.arch != "":
 		if _, ok := debianPlatforms[f.arch]; !ok {
-			return nil, false, usagef("--arch %q: not an architecture imagectl builds (amd64, arm64, armhf)", f.arch)
+			return nil, false, usagef("--arch %q: not an architecture imagectl builds (amd64, arm64)", f.arch)
 		}
 		return []string{f.arch}, true, nil
 	}
 	for _, a := range specArchs {
 		if _, ok := debianPlatforms[a]; !ok {
-			return nil, false, fmt.Errorf("%s: architecture %q: not one imagectl builds (amd64, arm64, armhf)", f.spec, a)
+			return nil, false, fmt.Errorf("%s: architecture %q: not one imagectl builds (amd64, arm64)", f.spec, a)
 		}
 	}
 	return specArchs, false, nil

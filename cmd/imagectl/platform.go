@@ -17,7 +17,6 @@ import (
 var debianPlatforms = map[string]v1.Platform{
 	"amd64": {OS: "linux", Architecture: "amd64"},
 	"arm64": {OS: "linux", Architecture: "arm64", Variant: "v8"},
-	"armhf": {OS: "linux", Architecture: "arm", Variant: "v7"},
 }
 
 // debianArch reads --platform (os/arch[/variant]; arm64's v8 may be left out).
@@ -31,7 +30,7 @@ func debianArch(platform string) (string, error) {
 			return arch, nil
 		}
 	}
-	return "", usagef("--platform %q: not one of the platforms imagectl builds (linux/amd64, linux/arm64, linux/arm/v7)", platform)
+	return "", usagef("--platform %q: not one of the platforms imagectl builds (linux/amd64, linux/arm64)", platform)
 }
 
 // hostPlatform is what podman or docker on this machine would pick from an

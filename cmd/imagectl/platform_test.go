@@ -39,12 +39,15 @@ func TestDaemonBinariesAndPlatforms(t *testing.T) {
 			t.Errorf("%q accepted for an index of amd64 and arm64", bad)
 		}
 	}
-	for in, want := range map[string]string{"linux/amd64": "amd64", "linux/arm64": "arm64", "linux/arm64/v8": "arm64", "linux/arm/v7": "armhf"} {
+	for in, want := range map[string]string{"linux/amd64": "amd64", "linux/arm64": "arm64", "linux/arm64/v8": "arm64"} {
 		if got, err := debianArch(in); err != nil || got != want {
 			t.Errorf("debianArch(%q) = %q, %v; want %s", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"linux/arm64/v9", "windows/amd64", "linux/s390x"} {
+	// arm/v7: the spec has no multiarch triplet for armhf and the daemon
+	// is not compiled for it, so it is refused here, not half-way through
+	// a build.
+	for _, bad := range []string{"linux/arm64/v9", "windows/amd64", "linux/s390x", "linux/arm/v7"} {
 		if _, err := debianArch(bad); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("debianArch(%q): %v", bad, err)
 		}

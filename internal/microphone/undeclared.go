@@ -93,10 +93,11 @@ func (r *Relay) admitUndeclared(q url.Values) *sender {
 // same loss is small, and a wrong first decision is corrected.
 const verifyFactor = 5
 
-// maxHeld bounds the bytes held for detection: two seconds of float32 at
-// the highest admitted rate, what a real-time sender at that rate sends in
-// the detector's longest wait (maxHoldFactor holds, 2 s), so only a sender
-// faster than real time reaches it early, and is decided on what it sent.
+// maxHeld bounds the bytes held for detection, and the backlog they become
+// once converted: two seconds of float32 at the highest admitted rate, what
+// a real-time sender at that rate sends in the detector's longest wait
+// (maxHoldFactor holds, 2 s), so only a sender faster than real time
+// reaches it early, and is decided on what it sent.
 const maxHeld = 2 * 192000 * 4
 
 // backlogStall is how long flushed audio may wait for PulseAudio to read
@@ -282,6 +283,16 @@ func (u *undeclaredStream) convert(msg []byte, batch bool) {
 		return
 	}
 	u.backlog = append(u.backlog, u.out...)
+	if over := len(u.backlog) - maxHeld; over > 0 {
+		// A sender faster than real time into a pipe that PulseAudio
+		// keeps reading would grow the backlog without end: the oldest
+		// audio goes, in whole frames, as a full pipe drops it.
+		frame := r.pipe.FrameSize()
+		over = (over + frame - 1) / frame * frame
+		r.m.dropped.Add(float64(over))
+		u.backlogDropped += over
+		u.backlog = u.backlog[:copy(u.backlog, u.backlog[over:])]
+	}
 	var consumed, dropped int
 	if !r.withPipe(u.c, func(w *pipeWriter) { consumed, dropped = w.writeAvailable(u.backlog) }) {
 		// Replaced: its unsent audio is dropped.
